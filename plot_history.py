@@ -1,0 +1,224 @@
+"""Plot a Keras training history: accuracy and loss per epoch, training and validation.
+
+As a function: `plot_history(history, "curves.png")` takes a Keras History, its
+`.history` dict, or the path of a history.json. From the command line:
+
+    python plot_history.py outputs/history.json -o curves.png
+    python plot_history.py a.json b.json --labels "BN" "no BN" -o overlay.png
+
+One file draws its training and validation curves; several files are overlaid
+(validation curves, one colour per run). Also draws the test-set pictures that
+model_batchnorm.py writes: a grid of predictions and a confusion matrix.
+"""
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib import font_manager, ft2font
+from matplotlib.figure import Figure
+
+
+class HistoryError(ValueError):
+    """A history that cannot be plotted; the message says why and what to do."""
+
+
+def load_history(source):
+    """A dict of per-epoch lists from a History, a dict, or a history.json path."""
+    if hasattr(source, "history"):
+        source = source.history
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            source = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise HistoryError(f"{path} does not exist: give the path of a history.json") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise HistoryError(f"{path} is not valid JSON ({err}): give a history.json "
+                               "written by model_batchnorm.py") from None
+    if not isinstance(source, dict):
+        raise HistoryError(f"expected a History, a dict or a JSON path, got {type(source).__name__}")
+    for key in ("loss", "accuracy"):
+        series = source.get(key)
+        if not isinstance(series, list) or not series:
+            raise HistoryError(f"the history has no '{key}' series (it has {sorted(source)}): "
+                               "it must come from fit() with metrics=['accuracy']")
+    return source
+
+
+def _panels(title=None):
+    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title(metric.capitalize())
+        ax.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return figure, axes
+
+
+def _epochs(series):
+    return np.arange(1, len(series) + 1)
+
+
+def _finish(figure, axes, path):
+    for ax in axes:
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure
+
+
+def plot_history(history, path=None, title=None):
+    """Two panels, accuracy and loss per epoch, training and validation; returns the Figure."""
+    history = load_history(history)
+    figure, axes = _panels(title)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            if key in history:
+                ax.plot(_epochs(history[key]), history[key], marker=".", label=label)
+    return _finish(figure, axes, path)
+
+
+def plot_comparison(histories, labels, path=None, title=None):
+    """Overlay several runs: validation accuracy and loss (training where none), one colour each."""
+    histories = [load_history(h) for h in histories]
+    if len(labels) != len(histories):
+        raise HistoryError(f"{len(histories)} histories but {len(labels)} labels: "
+                           "give one label per history")
+    figure, axes = _panels(title)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_title(f"Validation {metric}")
+        for history, label in zip(histories, labels):
+            key = f"val_{metric}" if f"val_{metric}" in history else metric
+            suffix = "" if key.startswith("val_") else " (training)"
+            ax.plot(_epochs(history[key]), history[key], marker=".", label=label + suffix)
+    return _finish(figure, axes, path)
+
+
+# ---------------------------------------------------------------------------
+# Test-set pictures
+# ---------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def font_covering(characters):
+    """The name of an installed font that has a glyph for every character, or None."""
+    needed = {ord(c) for c in characters}
+    for entry in font_manager.fontManager.ttflist:
+        if entry.name.startswith("Last Resort"):  # matplotlib's: a box for every character
+            continue
+        try:
+            charmap = ft2font.FT2Font(entry.fname).get_charmap()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if needed <= charmap.keys():
+            return entry.name
+    return None
+
+
+def class_labels(names):
+    """Display labels and font: the characters when a font has them, else the romanization."""
+    characters = "".join(character for character, _ in names)
+    if characters.isascii():
+        return [character for character, _ in names], None
+    font = font_covering(characters)
+    if font is None:
+        return [romanization for _, romanization in names], None
+    return [character for character, _ in names], font
+
+
+def plot_predictions(images, y_true, y_pred, names, path=None, rows=4, columns=8):
+    """A grid of the first test images titled 'true -> predicted'; wrong ones in red."""
+    labels, font = class_labels(names)
+    count = min(rows * columns, len(images))
+    figure = Figure(figsize=(columns * 1.3, rows * 1.5), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= count:
+            continue
+        ax.imshow(np.asarray(images[i]).squeeze(), cmap="gray_r")
+        right = y_true[i] == y_pred[i]
+        ax.set_title(f"{labels[y_true[i]]} → {labels[y_pred[i]]}", fontsize=10,
+                     color="black" if right else "red", fontfamily=font)
+        if not right:
+            ax.set_axis_on()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(2)
+    wrong = int(np.sum(np.asarray(y_true[:count]) != np.asarray(y_pred[:count])))
+    figure.suptitle(f"First {count} test images: true → predicted ({wrong} wrong, in red)")
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure
+
+
+def confusion_matrix(y_true, y_pred, classes):
+    """counts[i, j]: images of class i predicted as class j."""
+    flat = np.asarray(y_true) * classes + np.asarray(y_pred)
+    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
+
+
+def plot_confusion_matrix(y_true, y_pred, names, path=None):
+    labels, font = class_labels(names)
+    counts = confusion_matrix(y_true, y_pred, len(names))
+    size = max(6, len(names) * 0.3)
+    figure = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(counts, cmap="Blues")
+    figure.colorbar(image, ax=ax, label="images")
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, labels, fontfamily=font)
+    ax.set_yticks(ticks, labels, fontfamily=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if len(names) <= 20:  # numbers stay readable
+        threshold = counts.max() / 2
+        for (i, j), value in np.ndenumerate(counts):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"Test-set confusion matrix (accuracy {accuracy:.4f})")
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Plot one training history, or overlay several.")
+    parser.add_argument("histories", nargs="+", type=Path, help="history.json file(s)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="PNG to write (default: the first file's name with .png)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="one legend label per file when overlaying (default: file names)")
+    parser.add_argument("--title", default=None, help="title above the panels")
+    args = parser.parse_args(argv)
+    output = args.output or args.histories[0].with_suffix(".png")
+    try:
+        if len(args.histories) == 1 and args.labels is None:
+            plot_history(args.histories[0], output, args.title)
+        else:
+            labels = args.labels or [str(path) for path in args.histories]
+            plot_comparison(args.histories, labels, output, args.title)
+    except HistoryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: cannot write {output} ({err.strerror}): choose another path with -o",
+              file=sys.stderr)
+        return 1
+    print(f"Wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Keras reads KERAS_HOME once, when it is first imported: give the whole test
+# session a private cache before any test module imports it.
+KERAS_HOME = Path(tempfile.mkdtemp(prefix="kmnist-tests-keras-home-"))
+os.environ["KERAS_HOME"] = str(KERAS_HOME)
+# A download attempt goes to a closed local port and fails at once: no test
+# can reach the network, even where there is one.
+for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+    os.environ[variable] = "http://127.0.0.1:9"
+os.environ.pop("no_proxy", None)
+os.environ.pop("NO_PROXY", None)
+os.environ["MPLBACKEND"] = "Agg"
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import synthetic  # noqa: E402
+
+
+@pytest.fixture
+def keras_cache():
+    """Small synthetic KMNIST in the Keras cache, under the names extra-keras-datasets uses."""
+    arrays = synthetic.make_arrays(train=600, test=200)
+    paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), arrays)
+    yield paths
+    for path in (KERAS_HOME / "datasets").glob("kmnist.npz_*"):
+        path.unlink()
+
+
+@pytest.fixture
+def empty_cache():
+    for path in (KERAS_HOME / "datasets").glob("kmnist.npz_*"):
+        path.unlink()
+    return synthetic.cache_paths(KERAS_HOME)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """Small synthetic KMNIST under the official file names, for --data-dir."""
+    folder = tmp_path / "kmnist-data"
+    synthetic.write(synthetic.folder_paths(folder), synthetic.make_arrays(train=600, test=200))
+    return folder
+
+
+def run_script(*args, env=None, timeout=240, script="model_batchnorm.py"):
+    """Run a script of the project as a user would; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def error_lines(stderr):
+    """The lines of a failed run that report the error (and prove there is no traceback)."""
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def pytest_configure(config):
+    # TensorFlow's variables lack NumPy 2's `copy` keyword in __array__, and
+    # Keras' own convert_to_numpy (used by model.save) trips over it. Python
+    # hides this DeprecationWarning from users (it is raised outside __main__);
+    # test_cli checks that a real run's stderr shows no warning at all.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")

@@ -1,0 +1,57 @@
+"""Small, learnable stand-ins for KMNIST in the dataset's own file formats.
+
+Never KMNIST itself: each class is a fixed random pattern plus noise, so a
+model can learn it in a few epochs. Used by the tests and by bench/.
+"""
+from pathlib import Path
+
+import numpy as np
+
+PARTS = ("train_imgs", "train_labels", "test_imgs", "test_labels")
+
+
+def class_patterns(classes, seed=1234):
+    """One 28x28 pattern of 4x4 blocks per class."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.random((classes, 7, 7)) > 0.6
+    return np.kron(blocks, np.ones((4, 4))) * 200.0
+
+
+def make_arrays(train=600, test=200, classes=10, seed=0):
+    """{'train_imgs': uint8 (N, 28, 28), 'train_labels': uint8 (N,), ...}"""
+    rng = np.random.default_rng(seed)
+    patterns = class_patterns(classes)
+    arrays = {}
+    for kind, count in (("train", train), ("test", test)):
+        labels = rng.integers(0, classes, count)
+        noise = rng.normal(0.0, 40.0, (count, 28, 28))
+        images = np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
+        arrays[f"{kind}_imgs"] = images
+        arrays[f"{kind}_labels"] = labels.astype(np.uint8)
+    return arrays
+
+
+def save_npz(path, array):
+    """Store like the dataset's site does: one array under the key arr_0."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object keeps numpy from appending .npz
+        np.savez_compressed(f, array)
+    return path
+
+
+def cache_paths(keras_home, dataset="kmnist"):
+    """The names extra-keras-datasets gives the files in the Keras cache."""
+    return {part: Path(keras_home) / "datasets" / f"kmnist.npz_{dataset}_{part}"
+            for part in PARTS}
+
+
+def folder_paths(folder, dataset="kmnist"):
+    """The names of the files on the dataset's site, as --data-dir expects them."""
+    return {part: Path(folder) / f"{dataset}-{part.replace('_', '-')}.npz" for part in PARTS}
+
+
+def write(paths, arrays):
+    for part, path in paths.items():
+        save_npz(path, arrays[part])
+    return paths

@@ -1,0 +1,147 @@
+"""plot_history.py: curves from a History, a dict or a JSON file; overlays; test-set pictures."""
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+import plot_history as ph
+from conftest import error_lines, run_script
+
+HISTORY = {
+    "accuracy": [0.80, 0.90, 0.95],
+    "loss": [0.60, 0.30, 0.15],
+    "val_accuracy": [0.70, 0.85, 0.90],
+    "val_loss": [0.90, 0.50, 0.35],
+}
+
+
+def check_figure(figure, path):
+    axes = figure.axes
+    assert [ax.get_title() for ax in axes] == ["Accuracy", "Loss"]
+    assert [len(ax.get_lines()) for ax in axes] == [2, 2]  # training and validation
+    for ax in axes:
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+            "training", "validation"]
+        for line in ax.get_lines():
+            np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])  # epochs from 1
+    np.testing.assert_array_equal(axes[0].get_lines()[1].get_ydata(), HISTORY["val_accuracy"])
+    np.testing.assert_array_equal(axes[1].get_lines()[0].get_ydata(), HISTORY["loss"])
+    assert imread(path).shape[2] in (3, 4)  # a real PNG
+
+
+def test_plot_from_dict(tmp_path):
+    check_figure(ph.plot_history(HISTORY, tmp_path / "a.png"), tmp_path / "a.png")
+
+
+def test_plot_from_keras_history(tmp_path):
+    history = keras.callbacks.History()
+    history.history = HISTORY
+    check_figure(ph.plot_history(history, tmp_path / "b.png"), tmp_path / "b.png")
+
+
+def test_plot_from_json_path(tmp_path):
+    source = tmp_path / "history.json"
+    source.write_text(json.dumps(HISTORY))
+    check_figure(ph.plot_history(str(source), tmp_path / "c.png"), tmp_path / "c.png")
+
+
+def test_plot_without_path_returns_figure_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    figure = ph.plot_history(HISTORY, title="run 1")
+    assert figure.get_suptitle() == "run 1"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_line_writes_the_png(tmp_path):
+    source = tmp_path / "history.json"
+    source.write_text(json.dumps(HISTORY))
+    done = run_script(source, "-o", tmp_path / "curves.png", script="plot_history.py")
+    assert done.returncode == 0, done.stderr
+    assert imread(tmp_path / "curves.png").shape[0] > 100
+
+
+def test_overlay_of_several_runs_labels_each(tmp_path):
+    other = {key: [v * 0.9 for v in values] for key, values in HISTORY.items()}
+    figure = ph.plot_comparison([HISTORY, other], ["BN", "no BN"], tmp_path / "o.png")
+    for ax in figure.axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["BN", "no BN"]
+    assert figure.axes[0].get_title() == "Validation accuracy"
+    np.testing.assert_allclose(figure.axes[0].get_lines()[1].get_ydata(),
+                               other["val_accuracy"])
+
+
+def test_command_line_overlays_files_with_labels(tmp_path):
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text(json.dumps(HISTORY))
+    done = run_script(tmp_path / "a.json", tmp_path / "b.json", "--labels", "BN", "no BN",
+                      "-o", tmp_path / "overlay.png", script="plot_history.py")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "overlay.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "does not exist"),
+    ("{not json", "not valid JSON"),
+    (json.dumps({"val_loss": [1.0]}), "no 'loss' series"),
+    (json.dumps({"loss": [1.0]}), "no 'accuracy' series"),
+])
+def test_command_line_bad_input_is_one_line_exit_1(content, words, tmp_path):
+    source = tmp_path / "history.json"
+    if content is not None:
+        source.write_text(content)
+    done = run_script(source, script="plot_history.py")
+    assert done.returncode == 1
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1 and words in lines[0]
+
+
+def test_mismatched_labels_are_refused():
+    with pytest.raises(ph.HistoryError, match="one label per history"):
+        ph.plot_comparison([HISTORY, HISTORY], ["only one"])
+
+
+NAMES = [("お", "o"), ("き", "ki"), ("す", "su")]
+
+
+def test_labels_fall_back_to_romanization_without_a_cjk_font(monkeypatch):
+    monkeypatch.setattr(ph, "font_covering", lambda characters: None)
+    assert ph.class_labels(NAMES) == (["o", "ki", "su"], None)
+
+
+def test_labels_use_the_characters_with_a_cjk_font(monkeypatch):
+    monkeypatch.setattr(ph, "font_covering", lambda characters: "Some CJK Font")
+    assert ph.class_labels(NAMES) == (["お", "き", "す"], "Some CJK Font")
+
+
+def test_matplotlibs_last_resort_font_never_counts_as_covering():
+    font = ph.font_covering("おきす")
+    assert font is None or not font.startswith("Last Resort")
+
+
+@pytest.mark.parametrize("font", ["found", None])
+def test_pictures_draw_without_glyph_or_font_warnings(font, tmp_path, monkeypatch):
+    if font is None:
+        monkeypatch.setattr(ph, "font_covering", lambda characters: None)
+    images = np.random.default_rng(0).integers(0, 255, (40, 28, 28)).astype(np.uint8)
+    y_true = np.arange(40) % 3
+    y_pred = y_true.copy()
+    y_pred[:4] = (y_pred[:4] + 1) % 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        grid = ph.plot_predictions(images, y_true, y_pred, NAMES, tmp_path / "p.png")
+        matrix = ph.plot_confusion_matrix(y_true, y_pred, NAMES, tmp_path / "m.png")
+    assert [str(w.message) for w in caught] == []
+    titles = [ax.get_title() for ax in grid.axes if ax.get_title()]
+    assert len(titles) == 32
+    red = [ax for ax in grid.axes if ax.get_title() and ax.title.get_color() == "red"]
+    assert len(red) == 4
+    assert "4 wrong" in grid.get_suptitle()
+    assert [t.get_text() for t in matrix.axes[0].get_xticklabels()] == ph.class_labels(NAMES)[0]
+
+
+def test_confusion_matrix_counts():
+    counts = ph.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
+    np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
