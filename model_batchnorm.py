@@ -603,7 +603,8 @@ def compare(args, data, out):
             [results[name]["history"] for name, _ in VARIANTS],
             labels=[VARIANT_LABELS[name] for name, _ in VARIANTS],
             path=out / "batchnorm_comparison.png",
-            title=f"{args.dataset.upper()}: validation curves",
+            title=f"{args.dataset.upper()}, {results['batchnorm']['train_images']:,} "
+                  "training images: validation curves",
         )
     return {"comparison": summary, "variants": results}
 
@@ -644,7 +645,7 @@ def open_fraction(text):
     return value
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = OneLineParser(
         description="Train the lesson's BatchNormalization CNN on KMNIST. "
                     "With no flags this is the faithful run.",
@@ -678,6 +679,11 @@ def parse_args(argv=None):
         help="check flags, output folder and data, build the model, then stop before training")
     add("--verbose", type=int, choices=(0, 1, 2), default=None,
         help="Keras fit verbosity; default 1 on a terminal, 2 (a line per epoch) when piped")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.verbose is None:
         args.verbose = verbosity if sys.stdout.isatty() else 2

@@ -1,0 +1,43 @@
+"""The README stays true: CI runs its test command, and it documents every flag and output."""
+import re
+
+import model_batchnorm as mb
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def commands_in_readme():
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    return [line for block in blocks for line in block.splitlines()
+            if line and not line.startswith("#")]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci_lines = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+                if line and not line.startswith("#")]
+    test_command = next(c for c in commands_in_readme() if "pytest" in c)
+    assert ci_lines[-1] == test_command
+    assert "venv" in test_command and "tests/requirements.txt" in test_command
+
+
+def test_readme_gives_the_faithful_run_command_without_flags():
+    run = next(c for c in commands_in_readme() if "requirements.txt &&" in c
+               and "pytest" not in c)
+    assert run.endswith("python model_batchnorm.py")
+
+
+def test_readme_documents_every_flag():
+    flags = [option for action in mb.build_parser()._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"]
+    assert len(flags) >= 15
+    for flag in flags:
+        assert f"`{flag}" in README, flag
+
+
+def test_readme_documents_every_output_file():
+    for name in ("history.json", "history.csv", "model.keras", "run.json",
+                 "training_history.png", "predictions.png", "confusion_matrix.png", "backup/",
+                 "history_batchnorm.json", "history_no_batchnorm.json",
+                 "batchnorm_comparison.png", "comparison.json"):
+        assert f"`{name}`" in README, name
