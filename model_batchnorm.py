@@ -76,6 +76,7 @@ import plot_history
 # Configuration: the lesson's values. The command-line flags default to these.
 # ---------------------------------------------------------------------------
 img_width, img_height = 28, 28
+input_shape = (img_width, img_height, 1)
 batch_size = 250
 no_epochs = 25
 no_classes = 10
@@ -277,11 +278,43 @@ def preprocess(x):
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
-def build_model(input_shape, no_classes, batchnorm=True):
-    """The lesson's network; batchnorm=False drops its five BatchNormalization layers."""
+@keras.saving.register_keras_serializable(package="model_batchnorm")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """keras.layers.BatchNormalization computed by TensorFlow's fused kernel.
+
+    Keras 3 computes batch normalization as several small ops; TensorFlow's
+    FusedBatchNormV3 does it in one. Same variables, defaults and results
+    (tests/test_fast.py) with one documented difference: the fused op feeds the
+    unbiased batch variance (n / (n - 1) times Keras' biased one) into the moving
+    variance. Dense outputs (N, C) pass through it as (N, 1, 1, C). Used by --fast.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or self.renorm or self.axis not in (-1, len(inputs.shape) - 1):
+            return super().call(inputs, training=training, mask=mask)
+        shape = tf.shape(inputs)
+        x = tf.cast(inputs, "float32")
+        if len(inputs.shape) == 2:
+            x = tf.reshape(x, (-1, 1, 1, inputs.shape[-1]))
+        arguments = dict(x=x, scale=self.gamma, offset=self.beta, mean=self.moving_mean,
+                         variance=self.moving_variance, epsilon=self.epsilon)
+        if training and self.trainable:
+            y, moving_mean, moving_variance = tf.compat.v1.nn.fused_batch_norm(
+                **arguments, is_training=True, exponential_avg_factor=1.0 - self.momentum)
+            self.moving_mean.assign(moving_mean)
+            self.moving_variance.assign(moving_variance)
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(**arguments, is_training=False)
+        return tf.cast(tf.reshape(y, shape), self.compute_dtype)
+
+
+def build_model(input_shape, no_classes, batchnorm=True, fused=False):
+    """The lesson's network; batchnorm=False drops its five BatchNormalization layers,
+    fused=True computes them with FusedBatchNormalization (--fast)."""
+    norm_layer = FusedBatchNormalization if fused else layers.BatchNormalization
 
     def norm():
-        return [layers.BatchNormalization()] if batchnorm else []
+        return [norm_layer()] if batchnorm else []
 
     return keras.Sequential(
         [
@@ -303,13 +336,65 @@ def build_model(input_shape, no_classes, batchnorm=True):
     )
 
 
-def compile_model(model):
+def compile_model(model, fast=False):
     model.compile(
         loss=keras.losses.sparse_categorical_crossentropy,
         optimizer=keras.optimizers.Adam(),
         metrics=["accuracy"],
+        steps_per_execution=FAST_STEPS_PER_EXECUTION if fast else 1,
     )
     return model
+
+
+# ---------------------------------------------------------------------------
+# --fast: the same model and optimisation, executed faster
+# ---------------------------------------------------------------------------
+# Each choice was measured with bench/benchmark.py and kept because it helped
+# on a CPU (README, "Speed"): fused BatchNormalization, uint8 images scaled in
+# a prefetching tf.data pipeline, and several steps per call into TensorFlow.
+# XLA (jit_compile) and bfloat16 were measured too, and did not help.
+FAST_STEPS_PER_EXECUTION = 16
+FAST_PATH = {"fused_batchnorm": True, "uint8_tf_data_pipeline": True,
+             "steps_per_execution": FAST_STEPS_PER_EXECUTION, "xla": False,
+             "mixed_precision": False}
+
+
+def uint8_batches(images, labels, batch_size, shuffle=False):
+    """Batches of uint8 images, scaled to float32 in [0, 1] on the fly and prefetched.
+
+    The scaling is preprocess()'s, bit for bit; uint8 in memory takes a quarter
+    of the space of a float32 copy."""
+    images, labels = tf.constant(images), tf.constant(labels)
+    order = tf.data.Dataset.range(images.shape[0])
+    if shuffle:  # fit() shuffles its arrays every epoch; so does this
+        order = order.shuffle(images.shape[0], reshuffle_each_iteration=True)
+
+    def load(index):
+        x = tf.cast(tf.gather(images, index), tf.float32) / 255
+        return tf.expand_dims(x, -1), tf.cast(tf.gather(labels, index), tf.int32)
+
+    return (order.batch(batch_size)
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def fit_inputs(args, x_train, y_train):
+    """What model.fit gets: the lesson's float arrays with validation_split, or pipelines."""
+    if not args.fast:
+        return dict(x=preprocess(x_train), y=y_train, batch_size=args.batch_size,
+                    validation_split=args.validation_split)
+    split_at = int(len(x_train) * (1 - args.validation_split))  # Keras holds out the same
+    return dict(
+        x=uint8_batches(x_train[:split_at], y_train[:split_at], args.batch_size, shuffle=True),
+        validation_data=uint8_batches(x_train[split_at:], y_train[split_at:], args.batch_size),
+        shuffle=False,  # the pipeline shuffles
+    )
+
+
+def test_inputs(args, x_test, y_test):
+    if not args.fast:
+        return dict(x=preprocess(x_test), y=y_test)
+    return dict(x=uint8_batches(x_test, y_test, args.batch_size))
 
 
 # ---------------------------------------------------------------------------
@@ -384,16 +469,30 @@ def prepare_resume(out, config, restart=False):
     return done
 
 
-def train(model, x_train, y_train, args, out, batchnorm=True):
-    """Fit as the lesson does; returns (History of all epochs, seconds, epochs resumed)."""
+class EpochTimer(keras.callbacks.Callback):
+    """Wall-clock seconds of each epoch, its validation included."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
+def train(model, inputs, args, out, batchnorm=True):
+    """Fit as the lesson does; returns (History of all epochs, epoch seconds, epochs resumed)."""
     done = prepare_resume(out, backup_config(args, batchnorm), args.restart)
+    timer = EpochTimer()
     callbacks = [
+        timer,
         # The log comes first: a kill between the two leaves one log row too
         # many, which prepare_resume drops, never one too few.
         keras.callbacks.CSVLogger(str(out / HISTORY_CSV), append=True),
         keras.callbacks.BackupAndRestore(str(out / BACKUP_DIR), double_checkpoint=True),
     ]
-    start = time.perf_counter()
     with contextlib.ExitStack() as startup:
         # Filter stderr only until the first step has run: fit's start-up lines
         # go, while anything later reaches the user at once.
@@ -401,16 +500,13 @@ def train(model, x_train, y_train, args, out, batchnorm=True):
         callbacks.append(keras.callbacks.LambdaCallback(
             on_train_batch_end=lambda batch, logs: startup.close()))
         history = model.fit(
-            x_train, y_train,
-            batch_size=args.batch_size,
+            **inputs,
             epochs=args.epochs,
             verbose=args.verbose,
-            validation_split=args.validation_split,
             callbacks=callbacks,
         )
-    seconds = time.perf_counter() - start
     history.history = read_history_csv(out / HISTORY_CSV)
-    return history, seconds, done
+    return history, timer.seconds, done
 
 
 # ---------------------------------------------------------------------------
@@ -470,20 +566,42 @@ def save_interrupted(out, no_plot):
     )
 
 
+def save_model(model, path, fast=False):
+    """Save through a temporary file; a --fast model is saved with the lesson's own
+    layers (same weights), so the file loads anywhere without this module."""
+    if fast:
+        plain = compile_model(build_model(input_shape, model.layers[-1].units,
+                                          batchnorm=model.name == "batchnorm_cnn"))
+        plain.set_weights(model.get_weights())
+        plain.optimizer.build(plain.trainable_variables)  # carry Adam's state over too
+        for target, source in zip(plain.optimizer.variables, model.optimizer.variables):
+            target.assign(source)
+        model = plain
+    partial = path.with_name("model.partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
+
+
 def run_variant(args, data, out, batchnorm=True):
     """Build, train, test and save one model; returns its result dict."""
     (x_train, y_train), (x_test, y_test) = data
     out.mkdir(parents=True, exist_ok=True)
-    model = compile_model(build_model(x_train.shape[1:], DATASETS[args.dataset]["classes"],
-                                      batchnorm))
+    classes = DATASETS[args.dataset]["classes"]
+    model = compile_model(build_model(input_shape, classes, batchnorm, fused=args.fast),
+                          fast=args.fast)
     try:
-        history, seconds, done = train(model, x_train, y_train, args, out, batchnorm)
+        history, epoch_seconds, done = train(model, fit_inputs(args, x_train, y_train), args,
+                                             out, batchnorm)
     except KeyboardInterrupt:
         raise save_interrupted(out, args.no_plot) from None
 
+    test = test_inputs(args, x_test, y_test)
     with filtered_stderr():  # each new tf.data pipeline repeats fit's start-up line
-        test_loss, test_accuracy = (float(v) for v in model.evaluate(x_test, y_test, verbose=0))
-        predicted = model.predict(x_test, batch_size=args.batch_size, verbose=0).argmax(axis=1)
+        start = time.perf_counter()
+        test_loss, test_accuracy = (float(v) for v in model.evaluate(**test, verbose=0))
+        evaluation_seconds = time.perf_counter() - start
+        predicted = model.predict(test["x"], batch_size=args.batch_size,
+                                  verbose=0).argmax(axis=1)
     print(f"Test loss: {test_loss} / Test accuracy: {test_accuracy}")
     balanced = balanced_accuracy(y_test, predicted)
     if args.dataset == "k49":
@@ -492,13 +610,11 @@ def run_variant(args, data, out, batchnorm=True):
     outputs = {"history": out / "history.json", "model": out / "model.keras",
                "run": out / "run.json"}
     write_json(outputs["history"], history.history)
-    partial_model = out / "model.partial.keras"
-    model.save(partial_model)
-    os.replace(partial_model, outputs["model"])
+    save_model(model, outputs["model"], args.fast)
     if not args.no_plot:
         outputs.update(save_plots(out, history, x_test, y_test, predicted, args.dataset))
     train_images = int(len(x_train) * (1 - args.validation_split))
-    epochs_now = len(history.history["loss"]) - done
+    seconds = sum(epoch_seconds)
     result = {
         "dataset": args.dataset,
         "config": {
@@ -506,6 +622,7 @@ def run_variant(args, data, out, batchnorm=True):
             "validation_split": args.validation_split, "limit": args.limit,
             "batchnorm": batchnorm, "seed": args.seed, "deterministic": args.seed is not None,
             "data_dir": str(args.data_dir) if args.data_dir else None,
+            "fast": FAST_PATH if args.fast else None,
         },
         "parameters": model.count_params(),
         "test_loss": test_loss,
@@ -517,7 +634,10 @@ def run_variant(args, data, out, batchnorm=True):
         "validation_images": len(x_train) - train_images,
         "test_images": len(x_test),
         "training_seconds": seconds,
-        "training_images_per_second": train_images * epochs_now / seconds if epochs_now else None,
+        "epoch_seconds": epoch_seconds,
+        "training_images_per_second": (train_images * len(epoch_seconds) / seconds
+                                       if epoch_seconds else None),
+        "evaluation_seconds": evaluation_seconds,
         "versions": versions(),
     }
     write_json(outputs["run"], result)
@@ -549,8 +669,7 @@ def epochs_to_reach(val_accuracy, threshold):
 def comparison_summary(results):
     summary = {}
     for name, result in results.items():
-        history = result["history"]
-        epochs_now = result["epochs_completed"] - result["resumed_from_epoch"]
+        history, epoch_seconds = result["history"], result["epoch_seconds"]
         summary[name] = {
             "parameters": result["parameters"],
             "test_accuracy": result["test_accuracy"],
@@ -559,7 +678,8 @@ def comparison_summary(results):
                 f"{threshold:.0%}": epochs_to_reach(history["val_accuracy"], threshold)
                 for threshold in THRESHOLDS
             },
-            "seconds_per_epoch": result["training_seconds"] / epochs_now if epochs_now else None,
+            "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)
+                                  if epoch_seconds else None),
         }
     return summary
 
@@ -674,6 +794,9 @@ def build_parser():
     add("--compare", action="store_true",
         help=f"train with and without BatchNormalization from the same seed "
              f"(default {DEFAULT_COMPARE_SEED}) and compare them")
+    add("--fast", action="store_true",
+        help="same model and optimisation, executed faster: fused BatchNormalization, "
+             "uint8 images in a tf.data pipeline, several steps per call (README, 'Speed')")
     add("--no-plot", action="store_true", help="write no pictures")
     add("--dry-run", action="store_true",
         help="check flags, output folder and data, build the model, then stop before training")
@@ -748,11 +871,11 @@ def main(argv=None):
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
         x_test, y_test = x_test[: args.limit], y_test[: args.limit]
     check_split(len(x_train), args.validation_split)
-    data = (preprocess(x_train), y_train), (preprocess(x_test), y_test)
+    data = (x_train, y_train), (x_test, y_test)
 
     if args.dry_run:
-        model = build_model(data[0][0].shape[1:], DATASETS[args.dataset]["classes"],
-                            not args.no_batchnorm)
+        model = build_model(input_shape, DATASETS[args.dataset]["classes"],
+                            not args.no_batchnorm, fused=args.fast)
         model.summary()
         print(f"Dry run: flags, output folder and {len(x_train):,}/{len(x_test):,} "
               "images are fine; nothing was trained.")

@@ -64,6 +64,9 @@ def error_lines(stderr):
 
 
 def pytest_configure(config):
+    # The product must run without a warning: any UserWarning (Keras' own kind)
+    # fails the test that caused it.
+    config.addinivalue_line("filterwarnings", "error::UserWarning")
     # TensorFlow's variables lack NumPy 2's `copy` keyword in __array__, and
     # Keras' own convert_to_numpy (used by model.save) trips over it. Python
     # hides this DeprecationWarning from users (it is raised outside __main__);

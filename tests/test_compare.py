@@ -61,8 +61,7 @@ def test_epochs_to_reach_a_threshold():
 def test_comparison_table_arithmetic_from_known_histories():
     def result(val_accuracy, seconds):
         return {"parameters": 1, "test_accuracy": 0.5, "test_loss": 1.0,
-                "history": {"val_accuracy": val_accuracy}, "epochs_completed": 4,
-                "resumed_from_epoch": 0, "training_seconds": seconds}
+                "history": {"val_accuracy": val_accuracy}, "epoch_seconds": [seconds / 4] * 4}
     summary = mb.comparison_summary({
         "batchnorm": result([0.92, 0.96, 0.985, 0.99], 8.0),
         "no_batchnorm": result([0.85, 0.91, 0.93, 0.94], 4.0),

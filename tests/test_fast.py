@@ -1,0 +1,109 @@
+"""--fast changes how the work runs, not what is computed."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import model_batchnorm as mb
+import synthetic
+
+
+def layer_pair(shape):
+    plain, fused = keras.layers.BatchNormalization(), mb.FusedBatchNormalization()
+    plain.build(shape)
+    fused.build(shape)
+    return plain, fused
+
+
+@pytest.mark.parametrize("shape", [(50, 26, 26, 32), (50, 256)], ids=["conv", "dense"])
+def test_fused_layer_matches_keras_in_training_and_inference(shape):
+    rng = np.random.default_rng(0)
+    plain, fused = layer_pair(shape)
+    gamma, beta = rng.uniform(0.5, 1.5, shape[-1]), rng.normal(0, 0.5, shape[-1])
+    for layer in (plain, fused):  # learned scale and offset away from their defaults
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    batches = [rng.normal(1.0, 2.0, shape).astype("float32") for _ in range(5)]
+    for x in batches:
+        np.testing.assert_allclose(fused(x, training=True), plain(x, training=True),
+                                   rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-5, atol=1e-6)
+    # The fused op feeds the unbiased batch variance into the moving average:
+    # n / (n - 1) times Keras' biased one, over n values per channel.
+    n = int(np.prod(shape[:-1]))
+    expected = np.ones(shape[-1])
+    for x in batches:
+        variance = x.reshape(-1, shape[-1]).astype("float64").var(axis=0) * n / (n - 1)
+        expected = 0.99 * expected + 0.01 * variance
+    np.testing.assert_allclose(fused.moving_variance, expected, rtol=1e-5)
+    # Given the same moving statistics, inference is the same computation.
+    plain.moving_variance.assign(fused.moving_variance)
+    np.testing.assert_allclose(fused(batches[0]), plain(batches[0]), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_layer_has_the_same_variables_and_defaults():
+    plain, fused = layer_pair((8, 4))
+    assert [v.path.split("/")[-1] for v in fused.weights] == [
+        v.path.split("/")[-1] for v in plain.weights]
+    assert fused.get_config()["momentum"] == 0.99 and fused.get_config()["epsilon"] == 0.001
+
+
+def test_fast_model_has_the_lessons_parameters():
+    model = mb.build_model(mb.input_shape, 10, fused=True)
+    assert model.count_params() == 433_034
+    assert sum(isinstance(layer, mb.FusedBatchNormalization) for layer in model.layers) == 5
+
+
+def test_model_with_fused_layers_saves_and_reloads(tmp_path):
+    model = mb.compile_model(mb.build_model(mb.input_shape, 10, fused=True))
+    model.fit(np.random.rand(64, 28, 28, 1), np.arange(64) % 10, epochs=1, verbose=0)
+    model.save(tmp_path / "fused.keras")
+    reloaded = keras.models.load_model(tmp_path / "fused.keras")
+    assert isinstance(reloaded.layers[1], mb.FusedBatchNormalization)
+    x = np.random.rand(4, 28, 28, 1).astype("float32")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
+def test_pipeline_scales_exactly_like_preprocess():
+    arrays = synthetic.make_arrays(train=30, test=1)
+    batches = list(mb.uint8_batches(arrays["train_imgs"], arrays["train_labels"], 8))
+    images = np.concatenate([x.numpy() for x, _ in batches])
+    labels = np.concatenate([y.numpy() for _, y in batches])
+    np.testing.assert_array_equal(images, mb.preprocess(arrays["train_imgs"]))
+    np.testing.assert_array_equal(labels, arrays["train_labels"])
+    assert [len(x) for x, _ in batches] == [8, 8, 8, 6]
+
+
+def test_fast_holds_out_the_same_validation_images(keras_cache):
+    args = mb.parse_args(["--fast"])
+    arrays = synthetic.make_arrays(train=600, test=200)
+    inputs = mb.fit_inputs(args, arrays["train_imgs"], arrays["train_labels"])
+    validation = np.concatenate([x.numpy() for x, _ in inputs["validation_data"]])
+    np.testing.assert_array_equal(validation, mb.preprocess(arrays["train_imgs"][480:]))
+    shuffled = np.concatenate([y.numpy() for _, y in inputs["x"]])
+    assert sorted(shuffled) == sorted(arrays["train_labels"][:480])
+
+
+def test_fast_run_writes_the_same_files_and_learns(keras_cache, tmp_path):
+    result = mb.main(["--fast", "--epochs", "3", "--output-dir", str(tmp_path)])
+    for name in ("history.json", "history.csv", "model.keras", "run.json",
+                 "training_history.png", "predictions.png", "confusion_matrix.png"):
+        assert (tmp_path / name).exists(), name
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["config"]["fast"] == mb.FAST_PATH
+    assert (run["train_images"], run["validation_images"]) == (480, 120)
+    assert len(run["epoch_seconds"]) == 3 and run["evaluation_seconds"] > 0
+    history = result["history"]
+    assert history["loss"][-1] < history["loss"][0] and history["accuracy"][-1] > 0.5
+    # Saved with the lesson's own layers: loads without this module's custom layer.
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(reloaded.layers[1]) is keras.layers.BatchNormalization
+    trained_state = [v.numpy() for v in result["model"].optimizer.variables]
+    assert len(reloaded.optimizer.variables) == len(trained_state) == 38
+    for restored, trained in zip(reloaded.optimizer.variables, trained_state):
+        np.testing.assert_array_equal(restored.numpy(), trained)
+    x = mb.preprocess(synthetic.make_arrays(train=1, test=8, seed=3)["test_imgs"])
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0),
+                               result["model"].predict(x, verbose=0), atol=1e-5)
