@@ -272,6 +272,12 @@ def load_data(dataset="kmnist", data_dir=None, redownload=False):
         arrays["test_imgs"], arrays["test_labels"])
 
 
+def training_count(images, split):
+    """How many of `images` training images fit() trains on: Keras holds out the last
+    `split` of them, rounding the training share down."""
+    return int(images * (1 - split))
+
+
 def preprocess(x):
     """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1], in the lesson's order."""
     x = x.reshape(x.shape[0], img_width, img_height, 1)
@@ -387,7 +393,7 @@ def fit_inputs(args, x_train, y_train):
     if not args.fast:
         return dict(x=preprocess(x_train), y=y_train, batch_size=args.batch_size,
                     validation_split=args.validation_split)
-    split_at = int(len(x_train) * (1 - args.validation_split))  # Keras holds out the same
+    split_at = training_count(len(x_train), args.validation_split)
     return dict(
         x=uint8_batches(x_train[:split_at], y_train[:split_at], args.batch_size, shuffle=True),
         validation_data=uint8_batches(x_train[split_at:], y_train[split_at:], args.batch_size),
@@ -467,8 +473,7 @@ def work_around_keras_multiworker(model, strategy):
 
 
 def distribution_scope(args):
-    strategy = getattr(args, "strategy", None)
-    return strategy.scope() if strategy else contextlib.nullcontext()
+    return args.strategy.scope() if args.strategy else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------
@@ -690,7 +695,7 @@ def run_variant(args, data, out, batchnorm=True):
     save_model(model, outputs["model"], args.fast)
     if not args.no_plot:
         outputs.update(save_plots(out, history, x_test, y_test, predicted, args.dataset))
-    train_images = int(len(x_train) * (1 - args.validation_split))
+    train_images = training_count(len(x_train), args.validation_split)
     seconds = sum(epoch_seconds)
     result = {
         "dataset": args.dataset,
@@ -931,7 +936,7 @@ def note_unusual_counts(dataset, x_train, x_test):
 
 
 def check_split(train_images, split):
-    kept = int(train_images * (1 - split))
+    kept = training_count(train_images, split)
     if kept < 1 or kept == train_images:
         raise ScriptError(
             f"{train_images} training image(s) with --validation-split {split} leave "
