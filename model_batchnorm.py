@@ -948,8 +948,9 @@ def check_split(train_images, split):
 def main(argv=None):
     """Run the script; returns a result dict, raises ScriptError on bad input."""
     args = parse_args(argv)
-    out = prepare_output_dir(args.output_dir)
-    with filtered_stderr():  # the first device query logs CUDA probing
+    prepare_output_dir(args.output_dir)
+    with filtered_stderr():
+        tf.config.list_physical_devices()  # the first device query logs CUDA probing
         args.strategy = make_strategy(args.distribute, args.cpu_devices)
     if args.seed is not None:
         seed_everything(args.seed)
@@ -957,12 +958,13 @@ def main(argv=None):
         # Other workers train in step with the chief but keep their files apart.
         with tempfile.TemporaryDirectory(prefix="kmnist-worker-") as scratch:
             args.output_dir = Path(scratch)
-            return run(args, Path(scratch))
-    return run(args, out)
+            return run(args)
+    return run(args)
 
 
-def run(args, out):
+def run(args):
     """Load, check and train as the flags say; returns main()'s result."""
+    out = args.output_dir
     (x_train, y_train), (x_test, y_test) = load_data(args.dataset, args.data_dir,
                                                      args.redownload)
     note_unusual_counts(args.dataset, x_train, x_test)
