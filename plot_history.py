@@ -10,7 +10,6 @@ One file draws its training and validation curves; several files are overlaid
 (validation curves, one colour per run). Also draws the test-set pictures that
 model_batchnorm.py writes: a grid of predictions and a confusion matrix.
 """
-import argparse
 import functools
 import json
 import sys
@@ -20,8 +19,11 @@ import numpy as np
 from matplotlib import font_manager, ft2font
 from matplotlib.figure import Figure
 
+from machinery.cli import OneLineParser, run
+from machinery.errors import ScriptError
 
-class HistoryError(ValueError):
+
+class HistoryError(ScriptError):
     """A history that cannot be plotted; the message says why and what to do."""
 
 
@@ -194,7 +196,8 @@ def plot_confusion_matrix(y_true, y_pred, names, path=None):
 # Command line
 # ---------------------------------------------------------------------------
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Plot one training history, or overlay several.")
+    """The command line; bad input raises ScriptError, which run() shows as one line."""
+    parser = OneLineParser(description="Plot one training history, or overlay several.")
     parser.add_argument("histories", nargs="+", type=Path, help="history.json file(s)")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="PNG to write (default: the first file's name with .png)")
@@ -209,16 +212,11 @@ def main(argv=None):
         else:
             labels = args.labels or [str(path) for path in args.histories]
             plot_comparison(args.histories, labels, output, args.title)
-    except HistoryError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except OSError as err:
-        print(f"error: cannot write {output} ({err.strerror}): choose another path with -o",
-              file=sys.stderr)
-        return 1
+        raise ScriptError(f"cannot write {output} ({err.strerror}): "
+                          "choose another path with -o") from None
     print(f"Wrote {output}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -16,6 +16,7 @@ which needs bench/requirements.txt).
 """
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from machinery import synthetic  # noqa: E402  (no TensorFlow: keeps this process small)
 
 VARIANTS = {
     "default": [ROOT / "model_batchnorm.py"],
@@ -34,18 +37,19 @@ VARIANTS = {
     "pytorch": [ROOT / "bench" / "torch_peer.py"],
     "pytorch-bf16": [ROOT / "bench" / "torch_peer.py", "--bf16"],
 }
-# Harder than the tests' data: several epochs to learn, as KMNIST takes.
-DIFFICULTY = dict(shared=0.7, noise=100.0, shift=4)
 
 
 def make_data(folder, train, test):
-    """Write the data from a child process. A child's peak memory (ru_maxrss) starts
-    from its parent's size when it was forked, even after exec: making 60,000 images
-    in this process would add its memory to every measurement."""
-    code = ("import json, sys, synthetic; synthetic.write(synthetic.folder_paths(sys.argv[1]), "
-            "synthetic.make_arrays(int(sys.argv[2]), int(sys.argv[3]), **json.loads(sys.argv[4])))")
-    subprocess.run([sys.executable, "-c", code, str(folder), str(train), str(test),
-                    json.dumps(DIFFICULTY)], check=True, cwd=ROOT / "tests")
+    """Write the synthetic data from a child process. A child's peak memory (ru_maxrss)
+    starts from its parent's size when it was forked, even after exec: making 60,000
+    images in this process would add its memory to every measurement."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=synthetic.write_folder, args=(folder, train, test),
+        kwargs=synthetic.BENCHMARK_DIFFICULTY)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"error: writing the synthetic data failed (exit {child.exitcode})")
 
 
 def run_once(variant, data_dir, epochs, work):

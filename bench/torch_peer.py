@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-PARTS = ("train_imgs", "train_labels", "test_imgs", "test_labels")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machinery.datasets import folder_paths  # noqa: E402  (file names, no TensorFlow)
 
 
 def load(data_dir, dataset="kmnist"):
     arrays = {}
-    for part in PARTS:
-        path = Path(data_dir) / f"{dataset}-{part.replace('_', '-')}.npz"
+    for part, path in folder_paths(data_dir, dataset).items():
         with np.load(path, allow_pickle=False) as archive:
             arrays[part] = archive["arr_0"]
     return arrays

@@ -20,7 +20,7 @@ os.environ.pop("NO_PROXY", None)
 os.environ["MPLBACKEND"] = "Agg"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import synthetic  # noqa: E402
+from machinery import synthetic  # noqa: E402
 
 
 @pytest.fixture
@@ -55,6 +55,13 @@ def run_script(*args, env=None, timeout=240, script="model_batchnorm.py"):
         capture_output=True, text=True, timeout=timeout, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+def cli(argv=None):
+    """The training script's command line, in-process: its exit code."""
+    import machinery.cli
+    import model_batchnorm
+    return machinery.cli.run(model_batchnorm.main, argv)
 
 
 def error_lines(stderr):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from conftest import error_lines, run_script
+from conftest import cli, error_lines, run_script
 
 TEST_LINE = re.compile(r"^Test loss: (\S+) / Test accuracy: (\S+)$", re.M)
 OUTPUT_FILES = ("history.json", "training_history.png", "model.keras", "run.json")
@@ -17,7 +17,7 @@ HISTORY_KEYS = {"accuracy", "loss", "val_accuracy", "val_loss"}
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """One short in-process run on synthetic data, shared by the checks below."""
-    import synthetic
+    from machinery import synthetic
     from conftest import KERAS_HOME
     paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), synthetic.make_arrays(600, 200))
     out = tmp_path_factory.mktemp("short-run")
@@ -142,7 +142,7 @@ BAD_ARGUMENTS = [
 
 @pytest.mark.parametrize("argv, flag", BAD_ARGUMENTS)
 def test_bad_argument_is_one_line_with_exit_code_2(argv, flag, capsys):
-    assert mb.cli(argv) == 2
+    assert cli(argv) == 2
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and flag in lines[0] and "--help" in lines[0]
 
@@ -158,7 +158,7 @@ def test_unwritable_output_folder_is_refused_before_loading_data(capsys, empty_c
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     # The cache is empty: had it loaded data first, the error would be about downloading.
-    assert mb.cli(["--output-dir", str(blocker / "out")]) == 1
+    assert cli(["--output-dir", str(blocker / "out")]) == 1
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "cannot write to the output folder" in lines[0]
     assert "--output-dir" in lines[0]
@@ -166,12 +166,12 @@ def test_unwritable_output_folder_is_refused_before_loading_data(capsys, empty_c
 
 
 def test_too_few_images_for_the_split_is_refused(capsys, keras_cache, tmp_path):
-    assert mb.cli(["--limit", "1", "--output-dir", str(tmp_path)]) == 1
+    assert cli(["--limit", "1", "--output-dir", str(tmp_path)]) == 1
     assert "--validation-split" in error_lines(capsys.readouterr().err)[0]
 
 
 def test_dry_run_checks_everything_and_trains_nothing(capsys, keras_cache, tmp_path):
-    assert mb.cli(["--dry-run", "--output-dir", str(tmp_path)]) == 0
+    assert cli(["--dry-run", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "433,034" in out and "nothing was trained" in out
     assert list(tmp_path.iterdir()) == []

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-import synthetic
-from conftest import KERAS_HOME
+from conftest import KERAS_HOME, cli
+from machinery import compare, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_compare_trains_both_variants_from_the_same_seed(comparison):
     assert summary["batchnorm"]["parameters"] == 433_034
     assert summary["no_batchnorm"]["parameters"] == 431_242
     runs = [json.loads((out / v / "run.json").read_text()) for v in ("batchnorm", "no_batchnorm")]
-    assert [r["config"]["seed"] for r in runs] == [mb.DEFAULT_COMPARE_SEED] * 2
+    assert [r["config"]["seed"] for r in runs] == [1, 1]  # README: "from the same seed (1 unless `--seed`)"
     assert [r["config"]["batchnorm"] for r in runs] == [True, False]
     assert runs[0]["train_images"] == runs[1]["train_images"]
     assert all(s["seconds_per_epoch"] > 0 for s in summary.values())
@@ -44,7 +44,7 @@ def test_compare_trains_both_variants_from_the_same_seed(comparison):
 
 def test_compare_prints_the_table(comparison, capsys):
     _, result = comparison
-    table = mb.format_comparison(result["comparison"])
+    table = compare.format_comparison(result["comparison"])
     assert table.splitlines()[0] == (
         "| | with BatchNormalization | without BatchNormalization |")
     assert "| parameters | 433,034 | 431,242 |" in table
@@ -52,17 +52,17 @@ def test_compare_prints_the_table(comparison, capsys):
 
 def test_epochs_to_reach_a_threshold():
     val_accuracy = [0.5, 0.91, 0.96, 0.97]
-    assert mb.epochs_to_reach(val_accuracy, 0.90) == 2
-    assert mb.epochs_to_reach(val_accuracy, 0.95) == 3
-    assert mb.epochs_to_reach(val_accuracy, 0.98) is None
-    assert mb.epochs_to_reach([0.95], 0.95) == 1  # reaching counts
+    assert compare.epochs_to_reach(val_accuracy, 0.90) == 2
+    assert compare.epochs_to_reach(val_accuracy, 0.95) == 3
+    assert compare.epochs_to_reach(val_accuracy, 0.98) is None
+    assert compare.epochs_to_reach([0.95], 0.95) == 1  # reaching counts
 
 
 def test_comparison_table_arithmetic_from_known_histories():
     def result(val_accuracy, seconds):
         return {"parameters": 1, "test_accuracy": 0.5, "test_loss": 1.0,
                 "history": {"val_accuracy": val_accuracy}, "epoch_seconds": [seconds / 4] * 4}
-    summary = mb.comparison_summary({
+    summary = compare.comparison_summary({
         "batchnorm": result([0.92, 0.96, 0.985, 0.99], 8.0),
         "no_batchnorm": result([0.85, 0.91, 0.93, 0.94], 4.0),
     })
@@ -71,13 +71,13 @@ def test_comparison_table_arithmetic_from_known_histories():
         "90%": 2, "95%": None, "98%": None}
     assert (summary["batchnorm"]["seconds_per_epoch"],
             summary["no_batchnorm"]["seconds_per_epoch"]) == (2.0, 1.0)
-    table = mb.format_comparison(summary)
+    table = compare.format_comparison(summary)
     assert "| epochs to 95% validation accuracy | 2 | not reached |" in table
     assert "| seconds per epoch | 2.00 | 1.00 |" in table
 
 
 def test_compare_with_no_batchnorm_is_refused(capsys):
-    assert mb.cli(["--compare", "--no-batchnorm"]) == 2
+    assert cli(["--compare", "--no-batchnorm"]) == 2
 
 
 def test_two_runs_with_the_same_seed_are_identical(keras_cache, tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-import synthetic
-from conftest import KERAS_HOME, error_lines
+from conftest import KERAS_HOME, cli, error_lines
+from machinery import data, datasets, synthetic
 
 
 def test_load_data_reads_the_keras_cache_through_extra_keras_datasets(keras_cache):
@@ -20,7 +20,7 @@ def test_load_data_reads_the_keras_cache_through_extra_keras_datasets(keras_cach
 
 
 def test_cache_paths_are_the_ones_the_package_reads(keras_cache):
-    assert mb.cache_files("kmnist") == keras_cache
+    assert data.cache_files("kmnist") == keras_cache
 
 
 def test_load_data_reads_official_files_from_data_dir(data_dir, empty_cache):
@@ -39,7 +39,7 @@ def test_load_data_reads_k49_under_its_own_names(tmp_path):
 
 
 def load_error(capsys, *argv):
-    code = mb.cli(["--dry-run", "--output-dir", str(Path(KERAS_HOME) / "out"), *map(str, argv)])
+    code = cli(["--dry-run", "--output-dir", str(Path(KERAS_HOME) / "out"), *map(str, argv)])
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1, lines
     return code, lines[0]
@@ -147,7 +147,7 @@ def test_redownload_deletes_the_cached_files_then_fetches(capsys, keras_cache, t
 
 
 def test_subset_counts_are_reported_not_refused(capsys, keras_cache, tmp_path):
-    assert mb.cli(["--dry-run", "--output-dir", str(tmp_path)]) == 0
+    assert cli(["--dry-run", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Note: loaded 600 training and 200 test images" in out
     assert "60,000 and 10,000" in out
@@ -155,9 +155,9 @@ def test_subset_counts_are_reported_not_refused(capsys, keras_cache, tmp_path):
 
 def test_check_npz_reads_headers_only_for_valid_files(keras_cache):
     for path in keras_cache.values():
-        mb.check_npz(path, fix="unused")  # raises on anything wrong
+        data.check_npz(path, advice="unused")  # raises on anything wrong
 
 
 def test_data_dir_names_are_the_dataset_sites_names():
     assert {p.name for p in synthetic.folder_paths("x").values()} == set(
-        mb.official_file_names("kmnist").values())
+        datasets.official_file_names("kmnist").values())

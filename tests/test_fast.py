@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-import synthetic
+from machinery import fast, synthetic
 
 
 def layer_pair(shape):
-    plain, fused = keras.layers.BatchNormalization(), mb.FusedBatchNormalization()
+    plain, fused = keras.layers.BatchNormalization(), fast.FusedBatchNormalization()
     plain.build(shape)
     fused.build(shape)
     return plain, fused
@@ -50,17 +50,17 @@ def test_fused_layer_has_the_same_variables_and_defaults():
 
 
 def test_fast_model_has_the_lessons_parameters():
-    model = mb.build_model(mb.input_shape, 10, fused=True)
+    model = mb.build_model((28, 28, 1), 10, norm_layer=fast.FusedBatchNormalization)
     assert model.count_params() == 433_034
-    assert sum(isinstance(layer, mb.FusedBatchNormalization) for layer in model.layers) == 5
+    assert sum(isinstance(layer, fast.FusedBatchNormalization) for layer in model.layers) == 5
 
 
 def test_model_with_fused_layers_saves_and_reloads(tmp_path):
-    model = mb.compile_model(mb.build_model(mb.input_shape, 10, fused=True))
+    model = mb.compile_model(mb.build_model((28, 28, 1), 10, norm_layer=fast.FusedBatchNormalization))
     model.fit(np.random.rand(64, 28, 28, 1), np.arange(64) % 10, epochs=1, verbose=0)
     model.save(tmp_path / "fused.keras")
     reloaded = keras.models.load_model(tmp_path / "fused.keras")
-    assert isinstance(reloaded.layers[1], mb.FusedBatchNormalization)
+    assert isinstance(reloaded.layers[1], fast.FusedBatchNormalization)
     x = np.random.rand(4, 28, 28, 1).astype("float32")
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
@@ -68,7 +68,7 @@ def test_model_with_fused_layers_saves_and_reloads(tmp_path):
 
 def test_pipeline_scales_exactly_like_preprocess():
     arrays = synthetic.make_arrays(train=30, test=1)
-    batches = list(mb.uint8_batches(arrays["train_imgs"], arrays["train_labels"], 8))
+    batches = list(fast.uint8_batches(arrays["train_imgs"], arrays["train_labels"], 8))
     images = np.concatenate([x.numpy() for x, _ in batches])
     labels = np.concatenate([y.numpy() for _, y in batches])
     np.testing.assert_array_equal(images, mb.preprocess(arrays["train_imgs"]))
@@ -77,9 +77,8 @@ def test_pipeline_scales_exactly_like_preprocess():
 
 
 def test_fast_holds_out_the_same_validation_images(keras_cache):
-    args = mb.parse_args(["--fast"])
     arrays = synthetic.make_arrays(train=600, test=200)
-    inputs = mb.fit_inputs(args, arrays["train_imgs"], arrays["train_labels"])
+    inputs = fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 250, 0.2)
     validation = np.concatenate([x.numpy() for x, _ in inputs["validation_data"]])
     np.testing.assert_array_equal(validation, mb.preprocess(arrays["train_imgs"][480:]))
     shuffled = np.concatenate([y.numpy() for _, y in inputs["x"]])
@@ -92,7 +91,10 @@ def test_fast_run_writes_the_same_files_and_learns(keras_cache, tmp_path):
                  "training_history.png", "predictions.png", "confusion_matrix.png"):
         assert (tmp_path / name).exists(), name
     run = json.loads((tmp_path / "run.json").read_text())
-    assert run["config"]["fast"] == mb.FAST_PATH
+    # README, "Speed": fused BatchNormalization, a uint8 tf.data pipeline, 16 steps per call.
+    assert run["config"]["fast"] == {"fused_batchnorm": True, "uint8_tf_data_pipeline": True,
+                                     "steps_per_execution": 16, "xla": False,
+                                     "mixed_precision": False}
     assert (run["train_images"], run["validation_images"]) == (480, 120)
     assert len(run["epoch_seconds"]) == 3 and run["evaluation_seconds"] > 0
     history = result["history"]

@@ -1,7 +1,7 @@
 """The README stays true: CI runs its test command, and it documents every flag and output."""
 import re
 
-import model_batchnorm as mb
+from machinery import cli
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -28,7 +28,8 @@ def test_readme_gives_the_faithful_run_command_without_flags():
 
 
 def test_readme_documents_every_flag():
-    flags = [option for action in mb.build_parser()._actions for option in action.option_strings
+    parser = cli.build_parser(dict(epochs=25, batch_size=250, validation_split=0.2))
+    flags = [option for action in parser._actions for option in action.option_strings
              if option.startswith("--") and option != "--help"]
     assert len(flags) >= 15
     for flag in flags:

@@ -1,0 +1,126 @@
+"""The command line: flags (their defaults are the lesson's constants, handed in by
+model_batchnorm.py), one-line errors and exit codes. Imports no TensorFlow, so
+plot_history.py's command line shares it and starts at once."""
+import argparse
+import sys
+from pathlib import Path
+
+from machinery.datasets import DATASETS
+from machinery.errors import Interrupted, ScriptError, UsageError
+
+COMPARE_SEED = 1  # --compare without --seed
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (exit code 2) instead of usage text."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return value
+
+
+def fraction_strictly_between_0_and_1(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def add_data_flags(add, defaults):
+    add("--epochs", type=positive_int, default=defaults["epochs"], help="training epochs")
+    add("--batch-size", type=positive_int, default=defaults["batch_size"],
+        help="images per step")
+    add("--validation-split", type=fraction_strictly_between_0_and_1,
+        default=defaults["validation_split"],
+        help="fraction of the training images (the last ones) held out for validation")
+    add("--dataset", choices=sorted(DATASETS), default="kmnist",
+        help="kmnist (10 classes) or k49 (Kuzushiji-49, 49 classes)")
+    add("--limit", type=positive_int, default=None,
+        help="use only the first N training and first N test images (smoke runs)")
+    add("--data-dir", type=Path, default=None,
+        help="read the four official .npz files from this folder instead of downloading")
+    add("--redownload", action="store_true",
+        help="delete this dataset's files from the Keras cache and download them again")
+
+
+def add_run_flags(add):
+    add("--output-dir", type=Path, default=Path("outputs"), help="where every output goes")
+    add("--restart", action="store_true",
+        help="ignore a backup left in --output-dir by an interrupted run and start at epoch 1")
+    add("--seed", type=int, default=None,
+        help="seed every random generator and make TensorFlow's ops deterministic")
+    add("--no-batchnorm", action="store_true",
+        help="the same network without its five BatchNormalization layers")
+    add("--compare", action="store_true",
+        help=f"train with and without BatchNormalization from the same seed "
+             f"(default {COMPARE_SEED}) and compare them")
+    add("--fast", action="store_true",
+        help="same model and optimisation, executed faster: fused BatchNormalization, "
+             "uint8 images in a tf.data pipeline, several steps per call (README, 'Speed')")
+    add("--distribute", choices=("mirrored", "multiworker"), default=None,
+        help="mirrored: all local GPUs (or --cpu-devices logical CPUs); multiworker: the "
+             "cluster in TF_CONFIG, the chief writes the outputs. The global batch stays "
+             "--batch-size")
+    add("--cpu-devices", type=positive_int, default=2,
+        help="with --distribute mirrored and no GPU: split the CPU into this many devices")
+    add("--no-plot", action="store_true", help="write no pictures")
+    add("--dry-run", action="store_true",
+        help="check flags, output folder and data, build the model, then stop before training")
+    add("--verbose", type=int, choices=(0, 1, 2), default=None,
+        help="Keras fit verbosity; default 1 on a terminal, 2 (a line per epoch) when piped")
+
+
+def build_parser(defaults):
+    """The training script's flags; `defaults` holds the lesson's epochs, batch_size and
+    validation_split."""
+    parser = OneLineParser(
+        description="Train the lesson's BatchNormalization CNN on KMNIST. "
+                    "With no flags this is the faithful run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_flags(parser.add_argument, defaults)
+    add_run_flags(parser.add_argument)
+    return parser
+
+
+def parse_args(argv, defaults):
+    """The flags, checked; `defaults` also gives the lesson's verbosity for a terminal."""
+    parser = build_parser(defaults)
+    args = parser.parse_args(argv)
+    if args.verbose is None:
+        args.verbose = defaults["verbosity"] if sys.stdout.isatty() else 2
+    if args.compare and args.no_batchnorm:
+        parser.error("--compare already trains the variant without BatchNormalization; "
+                     "drop --no-batchnorm")
+    if args.compare and args.seed is None:
+        args.seed = COMPARE_SEED
+    return args
+
+
+def run(main, argv=None):
+    """Call main(argv) for the command line: one-line errors, exit codes, no tracebacks."""
+    try:
+        main(argv)
+    except Interrupted as err:
+        print(err, file=sys.stderr)
+        return err.code
+    except ScriptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        print("Interrupted before training started; nothing was written.", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,137 @@
+"""The files a run writes, named once, each written whole or not at all; and the
+record of the run (run.json)."""
+import json
+import os
+import platform
+
+import numpy as np
+
+import plot_history
+from machinery import fast
+from machinery.data import training_image_count
+from machinery.datasets import class_names
+from machinery.errors import Interrupted
+from machinery.quiet import keras, tf
+
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+MODEL = "model.keras"
+RUN_JSON = "run.json"
+TRAINING_HISTORY_PNG = "training_history.png"
+PREDICTIONS_PNG = "predictions.png"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+BACKUP_DIR = "backup"
+
+
+def write_atomically(path, write):
+    """write(temporary path), then rename it to `path`: a crash never leaves half a file."""
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    write(partial)
+    os.replace(partial, path)
+
+
+def write_json(path, data):
+    write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def run_config(args, batchnorm):
+    """Everything that shaped this run, built once: run.json records it and a backup
+    must match part of it (resume.MUST_MATCH)."""
+    return {
+        "dataset": args.dataset,
+        "batch_size": args.batch_size, "epochs": args.epochs,
+        "validation_split": args.validation_split, "limit": args.limit,
+        "batchnorm": batchnorm, "seed": args.seed, "deterministic": args.seed is not None,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "fast": fast.SETTINGS if args.fast else None,
+        "distribute": args.distribute,
+        "replicas": args.strategy.num_replicas_in_sync if args.strategy else 1,
+    }
+
+
+def balanced_accuracy(y_true, y_pred):
+    """Mean of the per-class accuracies over the classes present in y_true."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    classes = np.unique(y_true)
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+
+
+def versions():
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__}
+
+
+def save_model(model, path, fused):
+    """A --fast model is saved with the lesson's own layers, so the file loads anywhere."""
+    if fused:
+        model = fast.with_plain_layers(model)
+    write_atomically(path, model.save)
+
+
+def save_pictures(out, x_test, y_test, predicted, dataset):
+    names = class_names(dataset)
+    paths = {"predictions": out / PREDICTIONS_PNG, "confusion_matrix": out / CONFUSION_MATRIX_PNG}
+    plot_history.plot_predictions(x_test, y_test, predicted, names, paths["predictions"])
+    plot_history.plot_confusion_matrix(y_test, predicted, names, paths["confusion_matrix"])
+    return paths
+
+
+def interruption(out, history, pictures):
+    """Write what an interrupted run finished (its history and curves); return the
+    Interrupted error that tells the user where."""
+    epochs = len(history.get("loss", []))
+    written = []
+    if epochs:
+        write_json(out / HISTORY_JSON, history)
+        written.append(out / HISTORY_JSON)
+        if pictures:
+            plot_history.plot_history(history, out / TRAINING_HISTORY_PNG)
+            written.append(out / TRAINING_HISTORY_PNG)
+    where = f"; wrote {', '.join(map(str, written))}" if written else ""
+    return Interrupted(f"Interrupted after {epochs} completed epoch(s){where}. "
+                       "Run the same command again to resume from the backup.")
+
+
+def run_record(config, model, evaluation, data, session):
+    """run.json: the configuration, the results, the timings and the versions."""
+    (x_train, _), (x_test, _) = data
+    train_images = training_image_count(len(x_train), config["validation_split"])
+    seconds = sum(session.epoch_seconds)
+    return {
+        "dataset": config["dataset"],
+        "config": {key: value for key, value in config.items() if key != "dataset"},
+        "parameters": model.count_params(),
+        **{key: evaluation[key] for key in ("test_loss", "test_accuracy",
+                                            "test_balanced_accuracy")},
+        "epochs_completed": len(session.history["loss"]),
+        "resumed_from_epoch": session.epochs_done,
+        "train_images": train_images,
+        "validation_images": len(x_train) - train_images,
+        "test_images": len(x_test),
+        "training_seconds": seconds,
+        "epoch_seconds": session.epoch_seconds,
+        "training_images_per_second": (train_images * len(session.epoch_seconds) / seconds
+                                       if session.epoch_seconds else None),
+        "evaluation_seconds": evaluation["evaluation_seconds"],
+        "versions": versions(),
+    }
+
+
+def save_run(out, model, evaluation, data, config, session, pictures=True):
+    """Write history.json, model.keras, the pictures and run.json; returns the run's result."""
+    (_, _), (x_test, y_test) = data
+    evaluation["test_balanced_accuracy"] = balanced_accuracy(y_test, evaluation["predicted"])
+    if config["dataset"] == "k49":  # its authors recommend balanced accuracy
+        print(f"Test balanced accuracy: {evaluation['test_balanced_accuracy']}")
+    written = {"history": out / HISTORY_JSON, "model": out / MODEL, "run": out / RUN_JSON}
+    write_json(written["history"], session.history)
+    save_model(model, written["model"], fused=config["fast"] is not None)
+    if pictures:
+        written["training_history"] = out / TRAINING_HISTORY_PNG  # drawn by the lesson
+        written.update(save_pictures(out, x_test, y_test, evaluation["predicted"],
+                                     config["dataset"]))
+    result = run_record(config, model, evaluation, data, session)
+    write_json(written["run"], result)
+    print(f"Wrote {', '.join(path.name for path in written.values())} to {out}")
+    return {**result, "history": session.history, "model": model,
+            "outputs": {key: str(path) for key, path in written.items()}}

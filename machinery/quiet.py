@@ -1,0 +1,82 @@
+"""Keep TensorFlow's start-up chatter off the screen without hiding real errors.
+
+Importing this module imports TensorFlow and Keras with those lines filtered,
+so it comes before any other import of them (model_batchnorm.py's first import).
+"""
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Level 1 hides the C++ core's INFO lines; its warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# TensorFlow writes these to the native stderr on every start, before any log
+# level applies. They describe the build and the machine, never the run.
+STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+    "failed call to cuInit",
+    # tf.data under op determinism (--seed), once, as fit builds its pipeline
+    "NodeDef mentions attribute use_unbounded_threadpool",
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise=STARTUP_NOISE):
+    """Drop the known start-up lines from file descriptor 2; pass every other line on."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(True):
+                if not any(text in line for text in noise):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def quiet_package_logging():
+    """extra-keras-datasets turns the root logger to INFO; keep its citation, drop the rest."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def until_first_step(callbacks):
+    """Filter stderr while fit starts up; a callback appended to `callbacks` ends the
+    filter after the first training step, so that anything later reaches the user at once."""
+    from keras.callbacks import LambdaCallback
+
+    with contextlib.ExitStack() as startup:
+        startup.enter_context(filtered_stderr())
+        callbacks.append(LambdaCallback(on_train_batch_end=lambda batch, logs: startup.close()))
+        yield
+
+
+with filtered_stderr():
+    import keras  # noqa: E402,F401
+    import tensorflow as tf  # noqa: E402,F401
