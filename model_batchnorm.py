@@ -20,7 +20,8 @@ import keras
 from keras import layers
 
 import plot_history
-from machinery import cli, compare, data, distribute, fast, outputs, resume, startup
+from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, outputs,
+                       resume, startup)
 from machinery.datasets import DATASETS
 
 # The lesson's configuration; the flags default to these. "no_" means "number of".
@@ -110,10 +111,10 @@ def test(model, x_test, y_test, args):
 
 
 def make_model(args, batchnorm=True):
-    norm_layer = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
+    norm_class = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
     with distribute.scope(args.strategy):
         model = build_model(input_shape, DATASETS[args.dataset]["classes"], batchnorm,
-                            norm_layer)
+                            lambda: norm_class(momentum=args.bn_momentum))
         compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)
     return distribute.work_around_keras_multiworker(model, args.strategy)
 
@@ -123,10 +124,17 @@ def train_and_test(args, arrays, out, batchnorm=True):
     (x_train, y_train), (x_test, y_test) = arrays
     model = make_model(args, batchnorm)
     config = outputs.run_config(args, batchnorm)
+    monitor = batchnorm_stats.monitor(x_train, y_train, config)  # before CSVLogger: it logs
     with resume.resumable(out, config, args.restart, not args.no_plot) as session:
-        history = train(model, x_train, y_train, args, session.callbacks)
+        history = train(model, x_train, y_train, args, [monitor, *session.callbacks])
     history.history = session.history  # every epoch, those before a resume too
+    if args.recompute_bn_stats:  # moving statistics from the final weights (README)
+        batchnorm_stats.recompute_from_training_images(model, x_train, config)
     evaluation = test(model, x_test, y_test, args)
+    # Prints a note when inference's moving statistics lag the batches' (README).
+    evaluation["batchnorm_diagnosis"] = batchnorm_stats.diagnose(
+        model, x_train, y_train, config, epochs=len(history.history["loss"]))
+    evaluation["batchnorm_statistics"] = monitor.statistics
     if not args.no_plot:
         plot_history.plot_history(history, out / outputs.TRAINING_HISTORY_PNG)
     return outputs.save_run(out, model, evaluation, arrays, config, session,

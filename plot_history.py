@@ -84,6 +84,10 @@ def plot_history(history, path=None, title=None):
         for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
             if key in history:
                 ax.plot(_epochs(history[key]), history[key], marker=".", label=label)
+        key = f"val_{metric}_batch_stats"  # recorded with --track-batch-stats
+        if key in history:
+            ax.plot(_epochs(history[key]), history[key], marker=".", linestyle="--",
+                    label="validation, batch statistics")
     return _finish(figure, axes, path)
 
 
@@ -99,8 +103,40 @@ def plot_comparison(histories, labels, path=None, title=None):
         for history, label in zip(histories, labels):
             key = f"val_{metric}" if f"val_{metric}" in history else metric
             suffix = "" if key.startswith("val_") else " (training)"
-            ax.plot(_epochs(history[key]), history[key], marker=".", label=label + suffix)
+            line, = ax.plot(_epochs(history[key]), history[key], marker=".", label=label + suffix)
+            batch_key = f"val_{metric}_batch_stats"
+            if batch_key in history:  # beside it: the same model with batch statistics
+                ax.plot(_epochs(history[batch_key]), history[batch_key], linestyle="--",
+                        color=line.get_color(), label=f"{label}, batch statistics")
     return _finish(figure, axes, path)
+
+
+def plot_batchnorm_statistics(statistics, path=None):
+    """Each BatchNormalization layer's moving mean and variance (averaged over its
+    channels) against the statistics of a batch of training images, per epoch:
+    `statistics[epoch][layer]` holds moving_mean, moving_variance, batch_mean and
+    batch_variance. Shows how far inference's statistics trail training's."""
+    layers = len(statistics[0])
+    figure = Figure(figsize=(3.2 * layers, 5.6), layout="constrained")
+    axes = np.asarray(figure.subplots(2, layers, squeeze=False))
+    epochs = _epochs(statistics)
+    for index in range(layers):
+        for row, stat in enumerate(("mean", "variance")):
+            ax = axes[row, index]
+            for kind, style in (("moving", "-"), ("batch", "--")):
+                ax.plot(epochs, [epoch[index][f"{kind}_{stat}"] for epoch in statistics],
+                        linestyle=style, marker=".", label=f"{kind} {stat}")
+            if stat == "variance":
+                ax.set_yscale("log")
+            ax.set_title(f"BatchNormalization {index + 1}: {stat}", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.legend(fontsize=8)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle("Moving statistics (inference) against batch statistics (training), "
+                    "averaged over channels")
+    if path is not None:
+        figure.savefig(path, dpi=100)
+    return figure
 
 
 # ---------------------------------------------------------------------------

@@ -39,6 +39,29 @@ def fraction_strictly_between_0_and_1(text):
     return value
 
 
+def momentum(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a momentum from 0 (inclusive) to 1 (exclusive), got {text!r}")
+    return value
+
+
+def add_batchnorm_flags(add):
+    add("--bn-momentum", type=momentum, default=0.99,
+        help="momentum of every BatchNormalization layer's moving statistics (Keras' and "
+             "the lesson's 0.99); lower forgets the starting values faster")
+    add("--recompute-bn-stats", action="store_true",
+        help="after training, recompute every BatchNormalization layer's moving mean and "
+             "variance from the training images under the final weights ('precise BN')")
+    add("--track-batch-stats", action="store_true",
+        help="also record each epoch's validation accuracy and loss with batch statistics "
+             "in history.json (always on with --compare)")
+
+
 def add_data_flags(add, defaults):
     add("--epochs", type=positive_int, default=defaults["epochs"], help="training epochs")
     add("--batch-size", type=positive_int, default=defaults["batch_size"],
@@ -93,6 +116,7 @@ def build_parser(defaults):
     )
     add_data_flags(parser.add_argument, defaults)
     add_run_flags(parser.add_argument)
+    add_batchnorm_flags(parser.add_argument)
     return parser
 
 
@@ -107,6 +131,8 @@ def parse_args(argv, defaults):
                      "drop --no-batchnorm")
     if args.compare and args.seed is None:
         args.seed = COMPARE_SEED
+    if args.compare:  # the comparison shows the batch-statistics curves
+        args.track_batch_stats = True
     return args
 
 

@@ -10,6 +10,12 @@ VARIANTS = (("batchnorm", True), ("no_batchnorm", False))
 VARIANT_LABELS = {"batchnorm": "with BatchNormalization",
                   "no_batchnorm": "without BatchNormalization"}
 THRESHOLDS = (0.90, 0.95, 0.98)
+ACCURACY_ROWS = (
+    ("val_accuracy_moving_statistics", "final validation accuracy, moving statistics"),
+    ("val_accuracy_batch_statistics", "final validation accuracy, batch statistics"),
+    ("val_accuracy_recomputed_statistics",
+     "final validation accuracy, recomputed statistics (--recompute-bn-stats)"),
+)
 
 
 def epochs_to_reach(val_accuracy, threshold):
@@ -34,8 +40,22 @@ def comparison_summary(results):
             },
             "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)
                                   if epoch_seconds else None),
+            **validation_accuracies(history, result.get("batchnorm_diagnosis")),
         }
     return summary
+
+
+def validation_accuracies(history, diagnosis):
+    """The final validation accuracy as Keras measured it (moving statistics), with batch
+    statistics, and after --recompute-bn-stats; None where it does not apply."""
+    recomputed = diagnosis and diagnosis["recomputed"]
+    return {
+        "val_accuracy_moving_statistics": history["val_accuracy"][-1],
+        "val_accuracy_batch_statistics": (diagnosis["val_accuracy_batch_statistics"]
+                                          if diagnosis else None),
+        "val_accuracy_recomputed_statistics": (diagnosis["val_accuracy_moving_statistics"]
+                                               if recomputed else None),
+    }
 
 
 def format_comparison(summary):
@@ -58,6 +78,8 @@ def format_comparison(summary):
             else str(s["epochs_to_val_accuracy"][k]))))
     lines.append(row("seconds per epoch", lambda s: (
         "-" if s["seconds_per_epoch"] is None else f"{s['seconds_per_epoch']:.2f}")))
+    for key, label in ACCURACY_ROWS:
+        lines.append(row(label, lambda s, k=key: "-" if s.get(k) is None else f"{s[k]:.4f}"))
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ RUN_JSON = "run.json"
 TRAINING_HISTORY_PNG = "training_history.png"
 PREDICTIONS_PNG = "predictions.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+BATCHNORM_STATISTICS_PNG = "batchnorm_statistics.png"
 BACKUP_DIR = "backup"
 
 
@@ -41,7 +42,10 @@ def run_config(args, batchnorm):
         "dataset": args.dataset,
         "batch_size": args.batch_size, "epochs": args.epochs,
         "validation_split": args.validation_split, "limit": args.limit,
-        "batchnorm": batchnorm, "seed": args.seed, "deterministic": args.seed is not None,
+        "batchnorm": batchnorm, "bn_momentum": args.bn_momentum,
+        "recompute_bn_stats": args.recompute_bn_stats,
+        "track_batch_stats": args.track_batch_stats,
+        "seed": args.seed, "deterministic": args.seed is not None,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "fast": fast.SETTINGS if args.fast else None,
         "distribute": args.distribute,
@@ -68,11 +72,15 @@ def save_model(model, path, fused):
     write_atomically(path, model.save)
 
 
-def save_pictures(out, x_test, y_test, predicted, dataset):
-    names = class_names(dataset)
+def save_pictures(out, x_test, y_test, evaluation, dataset):
+    names, predicted = class_names(dataset), evaluation["predicted"]
     paths = {"predictions": out / PREDICTIONS_PNG, "confusion_matrix": out / CONFUSION_MATRIX_PNG}
     plot_history.plot_predictions(x_test, y_test, predicted, names, paths["predictions"])
     plot_history.plot_confusion_matrix(y_test, predicted, names, paths["confusion_matrix"])
+    if evaluation["batchnorm_statistics"]:
+        paths["batchnorm_statistics"] = out / BATCHNORM_STATISTICS_PNG
+        plot_history.plot_batchnorm_statistics(evaluation["batchnorm_statistics"],
+                                               paths["batchnorm_statistics"])
     return paths
 
 
@@ -113,6 +121,8 @@ def run_record(config, model, evaluation, data, session):
         "training_images_per_second": (train_images * len(session.epoch_seconds) / seconds
                                        if session.epoch_seconds else None),
         "evaluation_seconds": evaluation["evaluation_seconds"],
+        "batchnorm_diagnosis": evaluation["batchnorm_diagnosis"],
+        "batchnorm_statistics": evaluation["batchnorm_statistics"],
         "versions": versions(),
     }
 
@@ -128,8 +138,7 @@ def save_run(out, model, evaluation, data, config, session, pictures=True):
     save_model(model, written["model"], fused=config["fast"] is not None)
     if pictures:
         written["training_history"] = out / TRAINING_HISTORY_PNG  # drawn by the lesson
-        written.update(save_pictures(out, x_test, y_test, evaluation["predicted"],
-                                     config["dataset"]))
+        written.update(save_pictures(out, x_test, y_test, evaluation, config["dataset"]))
     result = run_record(config, model, evaluation, data, session)
     write_json(written["run"], result)
     print(f"Wrote {', '.join(path.name for path in written.values())} to {out}")

@@ -16,7 +16,8 @@ from machinery.quiet import keras, until_first_step
 
 # What a backup must share with this run to be resumed by it, in the order an
 # error names the differences.
-MUST_MATCH = ("dataset", "batchnorm", "batch_size", "validation_split", "limit")
+MUST_MATCH = ("dataset", "batchnorm", "batch_size", "validation_split", "limit",
+              "bn_momentum", "track_batch_stats")
 
 
 def read_history_csv(path):
