@@ -22,7 +22,6 @@ from keras import layers
 import plot_history
 from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, outputs,
                        resume, startup)
-from machinery.datasets import DATASETS
 
 # The lesson's configuration; the flags default to these. "no_" means "number of".
 img_width, img_height = 28, 28
@@ -113,7 +112,7 @@ def test(model, x_test, y_test, args):
 def make_model(args, batchnorm=True):
     norm_class = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
     with distribute.scope(args.strategy):
-        model = build_model(input_shape, DATASETS[args.dataset]["classes"], batchnorm,
+        model = build_model(input_shape, args.classes, batchnorm,
                             lambda: norm_class(momentum=args.bn_momentum))
         compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)
     return distribute.work_around_keras_multiworker(model, args.strategy)
@@ -126,7 +125,8 @@ def train_and_test(args, arrays, out, batchnorm=True):
     config = outputs.run_config(args, batchnorm)
     monitor = batchnorm_stats.monitor(x_train, y_train, config)  # before CSVLogger: it logs
     with resume.resumable(out, config, args.restart, not args.no_plot) as session:
-        history = train(model, x_train, y_train, args, [monitor, *session.callbacks])
+        callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks]
+        history = train(model, x_train, y_train, args, callbacks)
     history.history = session.history  # every epoch, those before a resume too
     if args.recompute_bn_stats:  # moving statistics from the final weights (README)
         batchnorm_stats.recompute_from_training_images(model, x_train, config)
@@ -157,7 +157,7 @@ def main(argv=None):
     args = cli.parse_args(argv, defaults)
     with startup.prepared(args):
         loaded = load_data(args.dataset, args.data_dir, args.redownload)
-        run_data = data.for_this_run(loaded, args.dataset, args.limit, args.validation_split)
+        run_data = data.for_this_run(loaded, args)  # also sets args.classes
         if args.dry_run:
             return dry_run(args, run_data)
         if args.compare:

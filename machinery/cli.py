@@ -2,10 +2,11 @@
 model_batchnorm.py), one-line errors and exit codes. Imports no TensorFlow, so
 plot_history.py's command line shares it and starts at once."""
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
-from machinery.datasets import DATASETS
+from machinery.datasets import DATASETS, OWN
 from machinery.errors import Interrupted, ScriptError, UsageError
 
 COMPARE_SEED = 1  # --compare without --seed
@@ -69,12 +70,14 @@ def add_data_flags(add, defaults):
     add("--validation-split", type=fraction_strictly_between_0_and_1,
         default=defaults["validation_split"],
         help="fraction of the training images (the last ones) held out for validation")
-    add("--dataset", choices=sorted(DATASETS), default="kmnist",
-        help="kmnist (10 classes) or k49 (Kuzushiji-49, 49 classes)")
+    add("--dataset", choices=[*DATASETS, OWN], default="kmnist",
+        help="kmnist (10 classes), k49 (Kuzushiji-49, 49 classes), mnist or fashion_mnist "
+             "(through keras.datasets), or own (your own data.npz in --data-dir)")
     add("--limit", type=positive_int, default=None,
         help="use only the first N training and first N test images (smoke runs)")
     add("--data-dir", type=Path, default=None,
-        help="read the four official .npz files from this folder instead of downloading")
+        help="read the data set's files from this folder instead of downloading "
+             "(kmnist/k49: the four official .npz files; own: data.npz)")
     add("--redownload", action="store_true",
         help="delete this dataset's files from the Keras cache and download them again")
 
@@ -100,6 +103,8 @@ def add_run_flags(add):
     add("--cpu-devices", type=positive_int, default=2,
         help="with --distribute mirrored and no GPU: split the CPU into this many devices")
     add("--no-plot", action="store_true", help="write no pictures")
+    add("--tensorboard", action="store_true",
+        help="write TensorBoard logs to OUTPUT_DIR/logs (needs the tensorboard package)")
     add("--dry-run", action="store_true",
         help="check flags, output folder and data, build the model, then stop before training")
     add("--verbose", type=int, choices=(0, 1, 2), default=None,
@@ -133,6 +138,12 @@ def parse_args(argv, defaults):
         args.seed = COMPARE_SEED
     if args.compare:  # the comparison shows the batch-statistics curves
         args.track_batch_stats = True
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ScriptError("--tensorboard needs the tensorboard package, which writes and "
+                          "shows the logs: pip install tensorboard")
+    if args.dataset == OWN and args.data_dir is None:
+        parser.error("--dataset own needs --data-dir FOLDER holding data.npz "
+                     "(README, 'Your own data')")
     return args
 
 

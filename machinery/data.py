@@ -1,63 +1,21 @@
 """Loading the data: through extra-keras-datasets and the Keras cache, or from the
 official files in --data-dir; every array checked before any training starts."""
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from machinery.datasets import (DATASET_HOME, DATASETS, PARTS, cache_file_names,
-                                folder_paths, official_file_names)
+from machinery import keras_datasets, own_data
+from machinery.datasets import (DATASET_HOME, DATASETS, KERAS_DATASET_FILES, OWN, PARTS,
+                                cache_file_names, class_names, folder_paths,
+                                keras_cache_dir, official_file_names)
 from machinery.errors import ScriptError
+from machinery.npz import check_npz, read_npz
 from machinery.quiet import quiet_package_logging
-
-
-def keras_cache_dir():
-    """The folder where keras.utils.get_file, and so extra-keras-datasets, caches downloads."""
-    base = os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
-    if not os.access(base, os.W_OK):  # get_file falls back the same way
-        base = os.path.join("/tmp", ".keras")
-    return Path(base) / "datasets"
 
 
 def cache_files(dataset):
     """The four cache paths extra-keras-datasets reads for `dataset`."""
     return {part: keras_cache_dir() / name for part, name in cache_file_names(dataset).items()}
-
-
-def check_npz(path, advice):
-    """Read only the header of the array in an .npz; refuse anything numpy would unpickle."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if "arr_0.npy" not in archive.namelist():
-                raise ScriptError(
-                    f"{path} has no array 'arr_0' (it holds {archive.namelist()}), "
-                    f"so it is not a KMNIST file: {advice}"
-                )
-            with archive.open("arr_0.npy") as member:
-                version = np.lib.format.read_magic(member)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                _, _, dtype = read_header(member)
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
-        raise ScriptError(f"{path} is truncated or not an .npz archive ({err}): {advice}") from None
-    if dtype.hasobject:
-        raise ScriptError(
-            f"{path} holds Python objects, which would have to be unpickled to be read; "
-            f"refusing it: {advice}"
-        )
-
-
-def read_npz(path, advice):
-    check_npz(path, advice)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["arr_0"]
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
-        raise ScriptError(f"{path} is damaged ({err}): {advice}") from None
 
 
 def load_from_folder(dataset, data_dir):
@@ -130,23 +88,31 @@ def problem_with(images, labels, image_file, label_file, classes):
     return None
 
 
-def check_arrays(arrays, sources, classes):
+def check_arrays(arrays, sources, classes, advice=f"use the official files from {DATASET_HOME}"):
     """Stop with a message naming the file if the arrays are not KMNIST-shaped."""
     for subset in ("train", "test"):
         images, labels = f"{subset}_imgs", f"{subset}_labels"
         problem = problem_with(arrays[images], arrays[labels], sources[images],
                                sources[labels], classes)
         if problem:
-            raise ScriptError(f"{problem}: use the official files from {DATASET_HOME}")
+            raise ScriptError(f"{problem}: {advice}")
 
 
 def load(dataset="kmnist", data_dir=None, redownload=False):
     """Return (x_train, y_train), (x_test, y_test) as uint8 images and integer labels."""
-    if data_dir is None:
-        sources, arrays = load_with_package(dataset, redownload)
+    if dataset == OWN:
+        sources, arrays = own_data.load(data_dir)
+        check_arrays(arrays, sources, own_data.MAX_CLASSES, own_data.ADVICE)
+        # refuses a gap in the numbering
+        own_data.class_count(arrays["train_labels"], arrays["test_labels"],
+                             sources["train_labels"])
+    elif dataset in KERAS_DATASET_FILES:
+        sources, arrays = keras_datasets.load(dataset, data_dir, redownload)
+        check_arrays(arrays, sources, DATASETS[dataset]["classes"], keras_datasets.ADVICE)
     else:
-        sources, arrays = load_from_folder(dataset, data_dir)
-    check_arrays(arrays, sources, DATASETS[dataset]["classes"])
+        sources, arrays = (load_with_package(dataset, redownload) if data_dir is None
+                           else load_from_folder(dataset, data_dir))
+        check_arrays(arrays, sources, DATASETS[dataset]["classes"])
     return (arrays["train_imgs"], arrays["train_labels"]), (
         arrays["test_imgs"], arrays["test_labels"])
 
@@ -157,11 +123,30 @@ def training_image_count(images, split):
     return int(images * (1 - split))
 
 
-def for_this_run(data, dataset, limit, split):
-    """Note a subset, keep the first `limit` images, and check the split leaves both parts."""
+def describe_classes(args, data):
+    """Set args.classes and args.class_names: the data set's, or own data's from its
+    labels and class_names.txt, which the output then shows."""
+    (_, y_train), (_, y_test) = data
+    own_names = None
+    if args.dataset == OWN:
+        args.classes = own_data.class_count(y_train, y_test, args.data_dir)
+        own_names = own_data.class_names(args.data_dir, args.classes)
+        print(f"Own data: {args.classes} classes (labels 0 to {args.classes - 1}"
+              f"{', named in ' + own_data.OWN_CLASS_NAMES_FILE if own_names else ''}), "
+              f"{len(y_train):,} training and {len(y_test):,} test images.")
+    else:
+        args.classes = DATASETS[args.dataset]["classes"]
+    args.class_names = class_names(args.dataset, args.classes, own_names)
+
+
+def for_this_run(data, args):
+    """Describe the classes (describe_classes), note a subset, keep the first --limit
+    images, and check that the split leaves images for both training and validation."""
+    dataset, limit, split = args.dataset, args.limit, args.validation_split
+    describe_classes(args, data)
     (x_train, y_train), (x_test, y_test) = data
-    official = DATASETS[dataset]
-    if (len(x_train), len(x_test)) != (official["train"], official["test"]):
+    official = DATASETS.get(dataset)
+    if official and (len(x_train), len(x_test)) != (official["train"], official["test"]):
         print(f"Note: loaded {len(x_train):,} training and {len(x_test):,} test images; "
               f"the official {dataset.upper()} has {official['train']:,} and "
               f"{official['test']:,}.")

@@ -9,7 +9,6 @@ import numpy as np
 import plot_history
 from machinery import fast
 from machinery.data import training_image_count
-from machinery.datasets import class_names
 from machinery.errors import Interrupted
 from machinery.quiet import keras, tf
 
@@ -22,6 +21,7 @@ PREDICTIONS_PNG = "predictions.png"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 BATCHNORM_STATISTICS_PNG = "batchnorm_statistics.png"
 BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
 
 
 def write_atomically(path, write):
@@ -39,7 +39,7 @@ def run_config(args, batchnorm):
     """Everything that shaped this run, built once: run.json records it and a backup
     must match part of it (resume.MUST_MATCH)."""
     return {
-        "dataset": args.dataset,
+        "dataset": args.dataset, "classes": args.classes, "class_names": args.class_names,
         "batch_size": args.batch_size, "epochs": args.epochs,
         "validation_split": args.validation_split, "limit": args.limit,
         "batchnorm": batchnorm, "bn_momentum": args.bn_momentum,
@@ -51,6 +51,18 @@ def run_config(args, batchnorm):
         "distribute": args.distribute,
         "replicas": args.strategy.num_replicas_in_sync if args.strategy else 1,
     }
+
+
+def tensorboard(args, out):
+    """--tensorboard: Keras' TensorBoard callback (per-epoch scalars, the graph, weight
+    histograms, the BatchNormalization layers' included) writing to OUTPUT_DIR/logs, one
+    run per variant under --compare so that TensorBoard overlays them."""
+    if not args.tensorboard:
+        return []
+    logs = args.output_dir / LOGS_DIR
+    if out != args.output_dir:  # a --compare variant's sub-folder
+        logs = logs / out.name
+    return [keras.callbacks.TensorBoard(str(logs), histogram_freq=1, write_graph=True)]
 
 
 def balanced_accuracy(y_true, y_pred):
@@ -72,8 +84,8 @@ def save_model(model, path, fused):
     write_atomically(path, model.save)
 
 
-def save_pictures(out, x_test, y_test, evaluation, dataset):
-    names, predicted = class_names(dataset), evaluation["predicted"]
+def save_pictures(out, x_test, y_test, evaluation, names):
+    predicted = evaluation["predicted"]
     paths = {"predictions": out / PREDICTIONS_PNG, "confusion_matrix": out / CONFUSION_MATRIX_PNG}
     plot_history.plot_predictions(x_test, y_test, predicted, names, paths["predictions"])
     plot_history.plot_confusion_matrix(y_test, predicted, names, paths["confusion_matrix"])
@@ -138,7 +150,7 @@ def save_run(out, model, evaluation, data, config, session, pictures=True):
     save_model(model, written["model"], fused=config["fast"] is not None)
     if pictures:
         written["training_history"] = out / TRAINING_HISTORY_PNG  # drawn by the lesson
-        written.update(save_pictures(out, x_test, y_test, evaluation, config["dataset"]))
+        written.update(save_pictures(out, x_test, y_test, evaluation, config["class_names"]))
     result = run_record(config, model, evaluation, data, session)
     write_json(written["run"], result)
     print(f"Wrote {', '.join(path.name for path in written.values())} to {out}")

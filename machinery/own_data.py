@@ -1,0 +1,64 @@
+"""--dataset own: your own 28x28 grayscale images in one folder (README, "Your own data").
+
+The folder holds data.npz with four arrays, the layout of Keras' mnist.npz:
+x_train (N, 28, 28) uint8, y_train (N,) integers, x_test, y_test likewise; the
+labels run from 0 to C-1 without gaps, and C is taken from them. An optional
+class_names.txt names the classes, one line each, C lines."""
+from pathlib import Path
+
+import numpy as np
+
+from machinery.datasets import OWN_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE  # noqa: F401
+from machinery.errors import ScriptError
+from machinery.npz import read_npz
+
+ADVICE = "see README, 'Your own data'"
+
+
+def load(data_dir):
+    """(sources, arrays) from the own-data folder; nothing is ever unpickled."""
+    if data_dir is None:
+        raise ScriptError("--dataset own needs --data-dir FOLDER holding "
+                          f"{OWN_DATA_FILE}: {ADVICE}")
+    path = Path(data_dir) / OWN_DATA_FILE
+    if not path.is_file():
+        raise ScriptError(f"--data-dir {data_dir} lacks {OWN_DATA_FILE}: {ADVICE}")
+    x_train, y_train, x_test, y_test = read_npz(path, ADVICE, OWN_ARRAYS, kind="own-data")
+    arrays = {"train_imgs": x_train, "train_labels": y_train,
+              "test_imgs": x_test, "test_labels": y_test}
+    sources = {part: f"{path} ({key})" for part, key in zip(arrays, OWN_ARRAYS)}
+    return sources, arrays
+
+
+# The most classes own data may have (the checks refuse larger labels): far more
+# than 28x28 images can tell apart.
+MAX_CLASSES = 1000
+
+
+def class_count(train, test, source):
+    """C, from labels already checked to lie in 0..MAX_CLASSES-1: one more than the
+    largest. Every class must have training images, or the numbering has a gap."""
+    classes = int(max(train.max(), test.max())) + 1
+    missing = sorted(set(range(classes)) - set(np.unique(train).tolist()))
+    if missing:
+        raise ScriptError(
+            f"{source}: labels run from 0 to {classes - 1} but no training "
+            f"image has label {', '.join(map(str, missing[:5]))}: number the classes "
+            f"0 to C-1 without gaps ({ADVICE})")
+    return classes
+
+
+def class_names(data_dir, classes):
+    """The names in class_names.txt, or None when there is no such file."""
+    path = Path(data_dir) / OWN_CLASS_NAMES_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScriptError(f"{path} cannot be read as UTF-8 text ({err}): {ADVICE}") from None
+    if len(names) != classes:
+        raise ScriptError(f"{path} names {len(names)} classes but the labels have {classes}: "
+                          f"give one name per line, in label order ({ADVICE})")
+    return names
