@@ -94,10 +94,15 @@ def main(argv=None):
     parser.add_argument("--validation-split", type=float, default=0.2)
     parser.add_argument("--output-dir", type=Path, default=Path("outputs-torch"))
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (the strongest peer a PyTorch user has)")
+    parser.add_argument("--seed", type=int, default=None, help="seed torch's generators")
     parser.add_argument("--no-plot", action="store_true", help="accepted for the harness")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
 
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
     arrays = load(args.data_dir)
     split_at = int(len(arrays["train_imgs"]) * (1 - args.validation_split))
     x_all, y_all = to_tensors(arrays["train_imgs"], arrays["train_labels"])
@@ -105,8 +110,9 @@ def main(argv=None):
         y_all[split_at:]
     x_test, y_test = to_tensors(arrays["test_imgs"], arrays["test_labels"])
 
-    model = build()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+    network = build()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+    model = torch.compile(network) if args.compile else network
     autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16
                 else contextlib.nullcontext)
     history = {"accuracy": [], "loss": [], "val_accuracy": [], "val_loss": []}
@@ -133,7 +139,7 @@ def main(argv=None):
     (args.output_dir / "run.json").write_text(json.dumps({
         "test_loss": test_loss, "test_accuracy": test_accuracy,
         "train_images": split_at, "epoch_seconds": epoch_seconds,
-        "evaluation_seconds": evaluation_seconds, "bf16": args.bf16,
+        "evaluation_seconds": evaluation_seconds, "bf16": args.bf16, "compile": args.compile,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__},
     }, indent=2))

@@ -9,6 +9,7 @@ picture, and recomputes the moving statistics from the final weights ("precise
 BN", Wu & Johnson 2021, arXiv:2105.07576).
 """
 import math
+import time
 
 import numpy as np
 
@@ -120,6 +121,7 @@ def diagnose(model, x_train, y_train, config, epochs):
     prints the note when they differ by more than NOTE_GAP. None without BatchNormalization."""
     if not norm_layers(model):
         return None
+    start = time.perf_counter()
     split_at = training_image_count(len(x_train), config["validation_split"])
     images, labels = x_train[split_at:], y_train[split_at:]
     with filtered_stderr():  # a new tf.data pipeline repeats fit's start-up line
@@ -134,7 +136,8 @@ def diagnose(model, x_train, y_train, config, epochs):
               "val_loss_batch_statistics": batch_loss,
               "recomputed": config["recompute_bn_stats"], "training_steps": steps,
               "momentum": config["bn_momentum"],
-              "momentum_power_steps": config["bn_momentum"] ** steps}
+              "momentum_power_steps": config["bn_momentum"] ** steps,
+              "seconds": time.perf_counter() - start}
     result["note"] = note(result)
     if result["note"]:
         print(result["note"])
