@@ -19,34 +19,32 @@ from machinery.quiet import tf
 SMALL = ["--epochs", "1", "--no-plot", "--verbose", "2"]
 
 
-def test_mirrored_trains_on_two_logical_cpu_devices_by_default(data_dir, tmp_path):
+def test_cpu_devices_defaults_to_2():
+    from machinery import cli as flags
+    args = flags.parse_args(["--distribute", "mirrored"], dict(
+        epochs=25, batch_size=250, validation_split=0.2, verbosity=1))
+    assert args.cpu_devices == 2  # the README's default
+
+
+def test_mirrored_trains_on_three_logical_cpu_devices_with_the_global_batch(data_dir, tmp_path):
+    # One process, its CPU split in 3 (the two-worker test below has 2 replicas). 100
+    # images a step on 3 devices are shares of unequal size (34, 34, 32): they must work.
     out = tmp_path / "mirrored"
-    # No --cpu-devices: the README's default is 2.
-    done = run_script("--distribute", "mirrored", "--data-dir", data_dir,
-                      "--output-dir", out, *SMALL)
-    assert done.returncode == 0, done.stderr
-    run = json.loads((out / "run.json").read_text())
-    assert run["config"]["distribute"] == "mirrored" and run["config"]["replicas"] == 2
-    assert run["config"]["batch_size"] == 250  # the global batch
-    history = json.loads((out / "history.json").read_text())
-    assert [len(v) for v in history.values()] == [1, 1, 1, 1]
-    assert 0 <= run["test_accuracy"] <= 1 and history["loss"][0] > 0
-    assert (out / "model.keras").exists()
-
-
-def test_mirrored_on_three_devices_keeps_the_global_batch(data_dir, tmp_path):
-    out = tmp_path / "three"
-    # 100 images a step on 3 devices: shares of unequal size (34, 34, 32) must work too.
     done = run_script("--distribute", "mirrored", "--cpu-devices", "3", "--batch-size", "100",
                       "--data-dir", data_dir, "--output-dir", out, *SMALL)
     assert done.returncode == 0, done.stderr
     run = json.loads((out / "run.json").read_text())
-    assert run["config"]["replicas"] == 3 and run["config"]["batch_size"] == 100
+    assert run["config"]["distribute"] == "mirrored" and run["config"]["replicas"] == 3
+    assert run["config"]["batch_size"] == 100  # the global batch
     # 480 training images (600 less the last 20%) in global batches of 100 shared by the
     # replicas: 5 steps. Had every replica taken 100 (a global batch of 300), an epoch
     # would be 2 steps.
     epoch_lines = [line for line in done.stdout.splitlines() if re.match(r"\d+/\d+ - ", line)]
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("5/5 - "), done.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert [len(v) for v in history.values()] == [1, 1, 1, 1]
+    assert 0 <= run["test_accuracy"] <= 1 and history["loss"][0] > 0
+    assert (out / "model.keras").exists()
 
 
 def free_ports(count):
