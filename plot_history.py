@@ -199,7 +199,9 @@ def plot_predictions(images, y_true, y_pred, names, path=None, rows=4, columns=8
 
 def confusion_matrix(y_true, y_pred, classes):
     """counts[i, j]: images of class i predicted as class j."""
-    flat = np.asarray(y_true) * classes + np.asarray(y_pred)
+    # int64 first: uint8 labels (as the dataset files hold them) would wrap around
+    # at 256, and K49 needs up to 48 * 49 + 48.
+    flat = np.asarray(y_true).astype(np.int64) * classes + np.asarray(y_pred).astype(np.int64)
     return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
 
 

@@ -24,10 +24,11 @@ def make_strategy(kind, cpu_devices=2):
             json.loads(os.environ["TF_CONFIG"])
         except KeyError:
             raise ScriptError("--distribute multiworker needs the cluster in the TF_CONFIG "
-                              "environment variable: see README, 'Several machines'") from None
+                              "environment variable: see README, "
+                              "'Several devices and machines'") from None
         except ValueError as err:
             raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see README, "
-                              "'Several machines'") from None
+                              "'Several devices and machines'") from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     if tf.config.list_physical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
@@ -53,16 +54,18 @@ def scope(strategy):
 
 
 def work_around_keras_multiworker(model, strategy):
-    """Two Keras 3.15 bugs under MultiWorkerMirroredStrategy, worked around on this
-    model only (tests/test_distribute.py would fail if either came back):
+    """Two Keras 3.15 bugs under tf.distribute, worked around on this model only
+    (tests/test_distribute.py would fail if either came back):
     1. Before the first step, fit/evaluate/predict average the whole first
-       distributed batch with strategy.reduce, which this strategy rejects. The
-       model is already built from keras.Input; its loss and metrics only need the
-       shapes, which one replica's local batch gives.
-    2. Each step's logs are averaged with strategy.reduce("MEAN", v, axis=0), which
-       fails on scalars. Returned with shape (1,), they average to the scalar mean
-       across workers."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+       distributed batch with strategy.reduce, which MultiWorkerMirroredStrategy
+       rejects, and which fails under MirroredStrategy too whenever the replicas'
+       shares of a batch differ in size (a batch of 250 on 3 devices, say).
+       The model is already built from keras.Input; its loss and metrics only need
+       the shapes, which one replica's local batch gives.
+    2. Under MultiWorkerMirroredStrategy, each step's logs are averaged with
+       strategy.reduce("MEAN", v, axis=0), which fails on scalars. Returned with
+       shape (1,), they average to the scalar mean across workers."""
+    if strategy is None:
         return model
     keras_build = model._maybe_symbolic_build
 
@@ -78,6 +81,8 @@ def work_around_keras_multiworker(model, strategy):
         return lambda data: tf.nest.map_structure(lambda v: tf.reshape(v, (1,)), step(data))
 
     model._maybe_symbolic_build = build
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return model
     model.train_step = with_shaped_logs(model.train_step)
     model.test_step = with_shaped_logs(model.test_step)
     return model

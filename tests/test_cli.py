@@ -5,6 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
+from matplotlib.image import imread
 
 import model_batchnorm as mb
 from conftest import cli, error_lines, run_script
@@ -86,8 +87,10 @@ def test_script_prints_the_test_line_and_writes_the_files(keras_cache, tmp_path)
         assert (out / name).exists(), name
     history = json.loads((out / "history.json").read_text())
     assert [len(v) for v in history.values()] == [2, 2, 2, 2]
-    # Piped output gets one line per epoch, and TensorFlow's start-up chatter is filtered.
-    assert "Epoch 2/2" in done.stdout and "\r" not in done.stdout
+    # Piped output gets verbose 2: one line per epoch, no progress bar; and TensorFlow's
+    # start-up chatter is filtered.
+    assert "Epoch 2/2" in done.stdout and "\r" not in done.stdout and "━" not in done.stdout
+    assert len(re.findall(r"^2/2 - \d+s - .*- loss: ", done.stdout, re.M)) == 2  # 400/250
     assert_no_startup_noise(done.stderr)
 
 
@@ -112,7 +115,7 @@ def test_limit_takes_the_first_images(keras_cache, tmp_path):
                       "--no-plot"])
     assert (result["train_images"], result["validation_images"]) == (240, 60)
     assert result["test_images"] == 200  # fewer than the limit: all of them
-    assert not (tmp_path / "training_history.png").exists()
+    assert sorted(tmp_path.rglob("*.png")) == []  # --no-plot: no picture at all
 
 
 def test_help_documents_every_flag():
@@ -166,8 +169,12 @@ def test_unwritable_output_folder_is_refused_before_loading_data(capsys, empty_c
 
 
 def test_too_few_images_for_the_split_is_refused(capsys, keras_cache, tmp_path):
-    assert cli(["--limit", "1", "--output-dir", str(tmp_path)]) == 1
-    assert "--validation-split" in error_lines(capsys.readouterr().err)[0]
+    assert cli(["--limit", "2", "--validation-split", "0.9", "--output-dir", str(tmp_path)]) == 1
+    # int(2 * (1 - 0.9)) = 0 images left to train on (tests/test_readme_errors.py checks
+    # the README's own example, --limit 1).
+    assert error_lines(capsys.readouterr().err) == [
+        "error: 2 training image(s) with --validation-split 0.9 leave 0 for training and 2 for "
+        "validation: use more images (--limit) or another split"]
 
 
 def test_dry_run_checks_everything_and_trains_nothing(capsys, keras_cache, tmp_path):
@@ -175,3 +182,127 @@ def test_dry_run_checks_everything_and_trains_nothing(capsys, keras_cache, tmp_p
     out = capsys.readouterr().out
     assert "433,034" in out and "nothing was trained" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_plot_writes_no_picture_even_with_compare(keras_cache, tmp_path):
+    mb.main(["--compare", "--no-plot", "--epochs", "1", "--limit", "300",
+             "--output-dir", str(tmp_path)])
+    assert (tmp_path / "comparison.json").exists()  # the comparison did run
+    for variant in ("batchnorm", "no_batchnorm"):
+        assert (tmp_path / variant / "history.json").exists()
+    assert sorted(tmp_path.rglob("*.png")) == []
+
+
+def k49_in_the_keras_cache():
+    """Synthetic K49 under the names extra-keras-datasets gives K49's files in the cache."""
+    from conftest import KERAS_HOME
+    from machinery import synthetic
+    arrays = synthetic.make_arrays(train=400, test=120, classes=49)
+    names = {"train_imgs": "kmnist.npz_k49_train_imgs",
+             "train_labels": "kmnist.npz_k49_train_labels",
+             "test_imgs": "kmnist.npz_k49_test_imgs", "test_labels": "kmnist.npz_k49_test_labels"}
+    paths = {part: KERAS_HOME / "datasets" / name for part, name in names.items()}
+    synthetic.write(paths, arrays)
+    return arrays, paths
+
+
+def test_k49_through_the_keras_cache_with_its_pictures(empty_cache, tmp_path, monkeypatch):
+    import plot_history
+    arrays, paths = k49_in_the_keras_cache()
+    figures = {}
+
+    def keep(name, draw):
+        def drawn(*args, **kwargs):
+            figures[name] = draw(*args, **kwargs)
+            return figures[name]
+        monkeypatch.setattr(plot_history, name, drawn)
+
+    keep("plot_confusion_matrix", plot_history.plot_confusion_matrix)
+    keep("plot_predictions", plot_history.plot_predictions)
+    try:
+        result = mb.main(["--dataset", "k49", "--epochs", "1", "--output-dir", str(tmp_path)])
+    finally:
+        for path in paths.values():
+            path.unlink()
+    assert result["model"].layers[-1].units == 49
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["dataset"] == "k49" and run["config"]["data_dir"] is None
+    assert run["test_images"] == 120
+    for name in ("training_history.png", "predictions.png", "confusion_matrix.png"):
+        assert imread(tmp_path / name).ndim == 3, name  # written, and a real PNG
+    ax = figures["plot_confusion_matrix"].axes[0]
+    counts = ax.images[0].get_array()
+    assert counts.shape == (49, 49) and counts.sum() == 120
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in range(49)]
+    # counts[i, j]: test images of class i predicted as j, counted here independently.
+    predicted = result["model"].predict(mb.preprocess(arrays["test_imgs"]), verbose=0).argmax(1)
+    expected = np.zeros((49, 49), int)
+    for true, guess in zip(arrays["test_labels"].tolist(), predicted.tolist()):
+        expected[true, guess] += 1
+    np.testing.assert_array_equal(np.asarray(counts), expected)
+    titled = [ax.get_title() for ax in figures["plot_predictions"].axes if ax.get_title()]
+    true_classes = [title.split(" → ")[0] for title in titled]
+    assert true_classes == [str(label) for label in arrays["test_labels"][:32]]
+
+
+def test_verbose_is_1_on_a_terminal(data_dir, tmp_path):
+    """Under a pseudo-terminal the run shows Keras' progress bar (verbose 1)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    from conftest import ROOT
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "model_batchnorm.py"), "--epochs", "1", "--limit", "300",
+         "--no-plot", "--data-dir", str(data_dir), "--output-dir", str(tmp_path)],
+        stdin=terminal, stdout=terminal, stderr=subprocess.DEVNULL, cwd=ROOT)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the terminal closed: the run has ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert process.wait(timeout=240) == 0, shown
+    text = shown.decode()
+    assert "━" in text, text  # the progress bar: verbose 1
+    assert "Test loss: " in text
+    # Verbose 2's one line per epoch ("8/8 - 2s - 250ms/step - ...") is not shown.
+    assert not re.search(r"^\d+/\d+ - \d+s - ", text, re.M), text
+
+
+def count_train_calls(fast, images, batch_size):
+    """How many times fit hands control back to Python (on_train_batch_end) in one epoch."""
+    import argparse
+    from machinery import synthetic
+
+    class Calls(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(batch)
+
+    arrays = synthetic.make_arrays(train=images, test=10)
+    args = argparse.Namespace(fast=fast, strategy=None, dataset="kmnist", epochs=1,
+                              batch_size=batch_size, validation_split=0.2, verbose=0)
+    model = mb.make_model(args)
+    calls = Calls()
+    mb.train(model, arrays["train_imgs"], arrays["train_labels"], args, [calls])
+    return model, calls.batches
+
+
+def test_fast_runs_16_steps_per_call():
+    # 400 images, the last 20% held out: 320 in batches of 10, 32 steps. The README's
+    # 16 steps per call make two calls, after steps 16 and 32.
+    model, batches = count_train_calls(True, 400, 10)
+    assert model.steps_per_execution == 16
+    assert batches == [15, 31]
+    model, batches = count_train_calls(False, 400, 10)  # the lesson: one step per call
+    assert model.steps_per_execution == 1 and batches == list(range(32))

@@ -7,7 +7,7 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import KERAS_HOME, cli, error_lines
-from machinery import data, datasets, synthetic
+from machinery import data, synthetic
 
 
 def test_load_data_reads_the_keras_cache_through_extra_keras_datasets(keras_cache):
@@ -19,8 +19,47 @@ def test_load_data_reads_the_keras_cache_through_extra_keras_datasets(keras_cach
     assert y_train.shape == (600,) and x_test.shape == (200, 28, 28)
 
 
-def test_cache_paths_are_the_ones_the_package_reads(keras_cache):
-    assert data.cache_files("kmnist") == keras_cache
+# The names the README gives (and extra-keras-datasets uses: f"{path}_{type}_train_imgs"
+# with path "kmnist.npz"), and the official files' names on http://codh.rois.ac.jp/kmnist/.
+CACHE_NAMES = {"kmnist": ["kmnist.npz_kmnist_train_imgs", "kmnist.npz_kmnist_train_labels",
+                          "kmnist.npz_kmnist_test_imgs", "kmnist.npz_kmnist_test_labels"],
+               "k49": ["kmnist.npz_k49_train_imgs", "kmnist.npz_k49_train_labels",
+                       "kmnist.npz_k49_test_imgs", "kmnist.npz_k49_test_labels"]}
+SITE_NAMES = {"kmnist": ["kmnist-train-imgs.npz", "kmnist-train-labels.npz",
+                         "kmnist-test-imgs.npz", "kmnist-test-labels.npz"],
+              "k49": ["k49-train-imgs.npz", "k49-train-labels.npz",
+                      "k49-test-imgs.npz", "k49-test-labels.npz"]}
+
+
+def write_by_hand(folder, names, classes):
+    """Synthetic arrays saved as the site stores them (arr_0) under the given names, in the
+    order train images, train labels, test images, test labels."""
+    arrays = synthetic.make_arrays(train=300, test=100, classes=classes)
+    order = ("train_imgs", "train_labels", "test_imgs", "test_labels")
+    for name, part in zip(names, order):
+        with open(folder / name, "wb") as f:
+            np.savez_compressed(f, arrays[part])
+    return [arrays[part] for part in order]
+
+
+def assert_loaded(loaded, expected):
+    (x_train, y_train), (x_test, y_test) = loaded
+    for got, want in zip((x_train, y_train, x_test, y_test), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dataset, classes", [("kmnist", 10), ("k49", 49)])
+def test_cache_names_are_the_ones_the_readme_gives(dataset, classes, empty_cache):
+    folder = KERAS_HOME / "datasets"
+    folder.mkdir(exist_ok=True)
+    try:
+        expected = write_by_hand(folder, CACHE_NAMES[dataset], classes)
+        assert_loaded(mb.load_data(dataset), expected)
+        assert sorted(p.name for p in data.cache_files(dataset).values()) == sorted(
+            CACHE_NAMES[dataset])  # what --redownload deletes and the checks read
+    finally:
+        for name in CACHE_NAMES[dataset]:
+            (folder / name).unlink(missing_ok=True)
 
 
 def test_load_data_reads_official_files_from_data_dir(data_dir, empty_cache):
@@ -70,9 +109,11 @@ def write_raw(path, data):
     Path(path).write_bytes(data)
 
 
-def damage(case, paths, tmp_path):
-    """Spoil one file of a set as `case` says; returns (file, words the error must contain)."""
-    images, labels = paths["train_imgs"], paths["train_labels"]
+def damage(case, paths, tmp_path, subset="train"):
+    """Spoil one file of a set (of the training or the test pair) as `case` says;
+    returns (file, words the error must contain)."""
+    count = {"train": 600, "test": 200}[subset]  # the fixtures' sizes
+    images, labels = paths[f"{subset}_imgs"], paths[f"{subset}_labels"]
     if case == "truncated file":
         write_raw(images, images.read_bytes()[:500])
         return images, "truncated"
@@ -80,17 +121,23 @@ def damage(case, paths, tmp_path):
         write_raw(images, b"<html>503 Service Unavailable</html>")
         return images, "not an .npz"
     if case == "wrong shape":
-        synthetic.save_npz(images, np.zeros((600, 32, 32), np.uint8))
-        return images, "shape (600, 32, 32)"
+        synthetic.save_npz(images, np.zeros((count, 32, 32), np.uint8))
+        return images, f"images have shape ({count}, 32, 32), expected (N, 28, 28)"
     if case == "wrong dtype":
-        synthetic.save_npz(images, np.zeros((600, 28, 28), np.float64))
-        return images, "float64, expected uint8"
+        synthetic.save_npz(images, np.zeros((count, 28, 28), np.float64))
+        return images, "images are float64, expected uint8"
+    if case == "float labels":  # whole numbers, but stored as floats
+        synthetic.save_npz(labels, np.zeros(count, np.float64))
+        return labels, "labels are float64, expected integers"
+    if case == "2-D labels":
+        synthetic.save_npz(labels, np.zeros((count, 1), np.uint8))
+        return labels, f"labels have shape ({count}, 1), expected (N,)"
     if case == "label out of range":
-        synthetic.save_npz(labels, np.full(600, 10, np.uint8))
+        synthetic.save_npz(labels, np.full(count, 10, np.uint8))
         return labels, "labels run from 10 to 10, expected 0 to 9"
     if case == "count mismatch":
-        synthetic.save_npz(labels, np.zeros(599, np.uint8))
-        return labels, "holds 599 labels but"
+        synthetic.save_npz(labels, np.zeros(count - 1, np.uint8))
+        return labels, f"holds {count - 1} labels but {images} holds {count} images"
     if case == "pickled objects":
         array = np.array([Unpickled(tmp_path / "was-unpickled")], dtype=object)
         with open(images, "wb") as f:
@@ -98,27 +145,30 @@ def damage(case, paths, tmp_path):
         return images, "holds Python objects"
     if case == "missing key arr_0":
         with open(images, "wb") as f:
-            np.savez(f, images=np.zeros((600, 28, 28), np.uint8))
+            np.savez(f, images=np.zeros((count, 28, 28), np.uint8))
         return images, "has no array 'arr_0'"
     raise AssertionError(case)
 
 
-MALFORMED = ["truncated file", "not a zip", "wrong shape", "wrong dtype",
-             "label out of range", "count mismatch", "pickled objects", "missing key arr_0"]
+MALFORMED = ["truncated file", "not a zip", "wrong shape", "wrong dtype", "float labels",
+             "2-D labels", "label out of range", "count mismatch", "pickled objects",
+             "missing key arr_0"]
 
 
+@pytest.mark.parametrize("subset", ["train", "test"])
 @pytest.mark.parametrize("case", MALFORMED)
-def test_malformed_data_dir_file_is_named_in_one_line(case, capsys, data_dir, tmp_path):
-    bad, words = damage(case, synthetic.folder_paths(data_dir), tmp_path)
+def test_malformed_data_dir_file_is_named_in_one_line(case, subset, capsys, data_dir, tmp_path):
+    bad, words = damage(case, synthetic.folder_paths(data_dir), tmp_path, subset)
     code, line = load_error(capsys, "--data-dir", data_dir)
     assert code == 1
     assert str(bad) in line and words in line
     assert not (tmp_path / "was-unpickled").exists()
 
 
+@pytest.mark.parametrize("subset", ["train", "test"])
 @pytest.mark.parametrize("case", MALFORMED)
-def test_malformed_cached_file_is_named_in_one_line(case, capsys, keras_cache, tmp_path):
-    bad, words = damage(case, keras_cache, tmp_path)
+def test_malformed_cached_file_is_named_in_one_line(case, subset, capsys, keras_cache, tmp_path):
+    bad, words = damage(case, keras_cache, tmp_path, subset)
     code, line = load_error(capsys)
     assert code == 1
     assert str(bad) in line and words in line
@@ -158,6 +208,8 @@ def test_check_npz_reads_headers_only_for_valid_files(keras_cache):
         data.check_npz(path, advice="unused")  # raises on anything wrong
 
 
-def test_data_dir_names_are_the_dataset_sites_names():
-    assert {p.name for p in synthetic.folder_paths("x").values()} == set(
-        datasets.official_file_names("kmnist").values())
+@pytest.mark.parametrize("dataset, classes", [("kmnist", 10), ("k49", 49)])
+def test_data_dir_names_are_the_dataset_sites_names(dataset, classes, tmp_path, empty_cache):
+    expected = write_by_hand(tmp_path, SITE_NAMES[dataset], classes)
+    assert_loaded(mb.load_data(dataset, data_dir=tmp_path), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(SITE_NAMES[dataset])

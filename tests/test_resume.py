@@ -13,6 +13,7 @@ import pytest
 import model_batchnorm as mb
 from machinery import synthetic
 from conftest import ROOT, cli, error_lines, run_script
+from test_readme_errors import assert_whole_line, readme_row
 
 # Enough steps per epoch (48 of 50 images) that a signal lands inside an epoch.
 SLOW = ["--batch-size", "50", "--verbose", "2"]
@@ -96,8 +97,12 @@ def test_ctrl_c_exits_130_and_keeps_the_completed_epochs(interrupted):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     completed = len(epochs_logged(out))
     assert completed >= 1
-    assert f"Interrupted after {completed} completed epoch(s)" in stderr
-    assert str(out / "history.json") in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("Interrupted")]
+    assert len(lines) == 1, stderr
+    messages, exit_code = readme_row("Ctrl-C during training")
+    assert code == exit_code
+    assert_whole_line(messages[0], lines[0],
+                      **{"after 3 ": f"after {completed} ", "outputs/": f"{out}/"})
     history = json.loads((out / "history.json").read_text())
     assert all(len(values) == completed for values in history.values())
     assert (out / "training_history.png").stat().st_size > 0
@@ -116,22 +121,74 @@ def test_rerun_after_ctrl_c_resumes_and_history_covers_all_epochs(
     assert epochs_logged(interrupted_copy) == list(range(done + 1))
 
 
-def test_resuming_with_another_batch_size_is_refused(interrupted_copy, slow_data, capsys):
-    before = sorted(p.name for p in interrupted_copy.rglob("*"))
-    code = cli(["--epochs", "30", "--data-dir", str(slow_data), "--output-dir",
-                   str(interrupted_copy), "--batch-size", "100"])
-    assert code == 1
+def test_a_logged_epoch_the_backup_lacks_is_dropped_on_resume(
+        interrupted_copy, slow_data, capsys):
+    # A kill after CSVLogger wrote an epoch's row but before BackupAndRestore saved it
+    # leaves a log one row longer than the backup: that row must go, not be kept twice.
+    done = json.loads((interrupted_copy / "backup" / "training_metadata.json").read_text())["epoch"]
+    log = interrupted_copy / "history.csv"
+    rows = log.read_text().splitlines()
+    assert len(rows) == 1 + done  # the header and one row per backed-up epoch
+    header = rows[0].split(",")
+    assert header[0] == "epoch"
+    orphan = ",".join([str(done)] + ["99.0"] * (len(header) - 1))
+    log.write_text("\n".join(rows + [orphan]) + "\n")
+
+    result = mb.main(["--epochs", str(done + 1), "--data-dir", str(slow_data),
+                      "--output-dir", str(interrupted_copy), "--no-plot", *SLOW])
+    assert f"{done} epoch(s) already done" in capsys.readouterr().out
+    after = log.read_text().splitlines()
+    assert after[: 1 + done] == rows  # the backed-up epochs' rows, unchanged, in order
+    assert epochs_logged(interrupted_copy) == list(range(done + 1))
+    assert "99.0" not in after[-1].split(",")
+    history = json.loads((interrupted_copy / "history.json").read_text())
+    logged_loss = [float(row.split(",")[header.index("loss")]) for row in rows[1:]]
+    assert history["loss"][:done] == logged_loss and len(history["loss"]) == done + 1
+    assert 99.0 not in history["loss"] and result["resumed_from_epoch"] == done
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def k49_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("k49-data")
+    synthetic.write(synthetic.folder_paths(folder, "k49"),
+                    synthetic.make_arrays(train=3000, test=200, classes=49))
+    return folder
+
+
+# The interrupted run used kmnist, BatchNormalization, --batch-size 50, the default
+# --validation-split 0.2 and no --limit. Each case changes one of them.
+CHANGED = {
+    "dataset": (["--dataset", "k49"], "dataset 'kmnist' -> 'k49'"),
+    "variant": (["--no-batchnorm"], "batchnorm True -> False"),
+    "batch size": (["--batch-size", "100"], "batch_size 50 -> 100"),
+    "validation split": (["--validation-split", "0.3"], "validation_split 0.2 -> 0.3"),
+    "limit": (["--limit", "2000"], "limit None -> 2000"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGED)
+def test_resuming_a_different_configuration_is_refused_and_touches_nothing(
+        change, interrupted_copy, slow_data, k49_data, capsys):
+    flags, difference = CHANGED[change]
+    data = k49_data if change == "dataset" else slow_data
+    before = snapshot(interrupted_copy)
+    argv = ["--epochs", "30", "--data-dir", str(data), "--output-dir", str(interrupted_copy),
+            *SLOW, *flags]  # later flags win: --batch-size 100 replaces SLOW's 50
+    assert cli(argv) == 1
     lines = error_lines(capsys.readouterr().err)
-    assert len(lines) == 1
-    assert "batch_size 50 -> 100" in lines[0] and "--restart" in lines[0]
-    assert sorted(p.name for p in interrupted_copy.rglob("*")) == before  # nothing touched
-
-
-def test_resuming_without_batchnorm_is_refused(interrupted_copy, slow_data, capsys):
-    code = cli(["--data-dir", str(slow_data), "--output-dir", str(interrupted_copy),
-                   "--no-batchnorm", *SLOW])
-    assert code == 1
-    assert "batchnorm True -> False" in error_lines(capsys.readouterr().err)[0]
+    assert len(lines) == 1, lines
+    # The README's line, with this run's folder and this key's old and new values.
+    messages, exit_code = readme_row("a backup of a different configuration")
+    assert exit_code == 1
+    assert_whole_line(messages[0], lines[0],
+                      **{"outputs": interrupted_copy, "batch_size 50 -> 100": difference})
+    assert snapshot(interrupted_copy) == before  # nothing touched
 
 
 def test_restart_ignores_the_backup(interrupted_copy, slow_data, capsys):

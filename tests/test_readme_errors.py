@@ -1,0 +1,218 @@
+"""The README's "When things go wrong" table, line for line: each bad input gets exactly the
+line the table shows (its paths replaced by this test's), and the exit code it shows.
+
+The expected lines are read from README.md itself, so the README and the program cannot
+drift apart. In the table, `...` and `[...]` stand for text that varies (a URL, a list of
+names), `<file>` for the file's path and `<fix>` for the advice the README defines below
+the table. Two rows need a backup and a killed run; tests/test_resume.py checks them
+against this table with readme_row().
+"""
+import re
+
+import numpy as np
+import pytest
+
+from conftest import KERAS_HOME, ROOT, cli
+from machinery import synthetic
+
+
+def readme_section():
+    text = (ROOT / "README.md").read_text()
+    return text.split("\n## When things go wrong\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_table():
+    """{input cell: ([each `message` of the 'what you see' cell], exit code)}"""
+    rows = {}
+    for line in readme_section().splitlines():
+        match = re.fullmatch(r"\| (.+?) \| (.+) \| (\d+) \|", line)
+        if match:
+            rows[match.group(1)] = (re.findall(r"`([^`]+)`", match.group(2)),
+                                    int(match.group(3)))
+    return rows
+
+
+def readme_row(starts_with):
+    """The messages and exit code of the one table row whose input cell starts so."""
+    found = [row for cell, row in readme_table().items() if cell.startswith(starts_with)]
+    assert len(found) == 1, (starts_with, list(readme_table()))
+    return found[0]
+
+
+def readme_fixes():
+    """What the README says `<fix>` stands for: {'cache': ..., 'data_dir': ...}."""
+    prose = " ".join(readme_section().split())
+    match = re.search(r'`<fix>` is "([^"]+)" for a file in the Keras cache, and "([^"]+)" '
+                      r"for one in `--data-dir`", prose)
+    assert match, "README no longer defines <fix>"
+    return {"cache": match.group(1), "data_dir": match.group(2)}
+
+
+def assert_whole_line(template, line, **substitutions):
+    """`line` is `template` with the substitutions made, `...` standing for any text."""
+    for old, new in substitutions.items():
+        assert old in template, (old, template)
+        template = template.replace(old, str(new))
+    pattern = ".*".join(re.escape(part) for part in template.split("..."))
+    assert re.fullmatch(pattern, line), f"\nREADME: {template}\nactual: {line}"
+
+
+def error_output(capsys, argv):
+    """Exit code and every line on stderr (a one-line error has exactly one)."""
+    code = cli([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.err.splitlines()
+
+
+def check_row(capsys, row, argv, **substitutions):
+    messages, exit_code = readme_row(row)
+    template = messages[0]
+    code, lines = error_output(capsys, argv)
+    assert code == exit_code
+    assert len(lines) == 1, lines
+    assert_whole_line(template, lines[0], **substitutions)
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--limit"])
+@pytest.mark.parametrize("value", ["0", "two", "2.5"])
+def test_not_a_whole_number_above_0(flag, value, capsys, tmp_path):
+    # The row names --epochs 0 and, in its input cell, the other values and flags.
+    check_row(capsys, "`--epochs 0`", [flag, value, "--output-dir", tmp_path],
+              **{"--epochs": flag, "'0'": f"'{value}'"})
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "1", "abc"])
+def test_validation_split_outside_0_and_1(value, capsys, tmp_path):
+    check_row(capsys, "`--validation-split 1.5`",
+              ["--validation-split", value, "--output-dir", tmp_path],
+              **{"'1.5'": f"'{value}'"})
+
+
+def test_compare_with_no_batchnorm(capsys, tmp_path):
+    check_row(capsys, "`--compare --no-batchnorm`",
+              ["--compare", "--no-batchnorm", "--output-dir", tmp_path])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_folder_that_cannot_be_written(capsys, empty_cache, tmp_path):
+    blocker = tmp_path / "passwd"
+    blocker.write_text("a file, not a folder")
+    check_row(capsys, "`--output-dir` that cannot", ["--output-dir", blocker / "out"],
+              **{"/etc/passwd/out": blocker / "out"})
+    assert blocker.read_text() == "a file, not a folder"
+
+
+def test_data_dir_that_does_not_exist(capsys, tmp_path):
+    check_row(capsys, "`--data-dir` that does not exist",
+              ["--dry-run", "--data-dir", tmp_path / "none", "--output-dir", tmp_path / "out"],
+              **{"/data/none": tmp_path / "none"})
+
+
+def test_data_dir_lacking_a_file(capsys, data_dir, tmp_path):
+    (data_dir / "kmnist-test-labels.npz").unlink()
+    check_row(capsys, "`--data-dir` lacking a file",
+              ["--dry-run", "--data-dir", data_dir, "--output-dir", tmp_path / "out"],
+              **{"/data/kmnist": data_dir})
+
+
+def test_no_network_and_no_cached_files(capsys, empty_cache, tmp_path):
+    check_row(capsys, "no network and no cached files",
+              ["--dry-run", "--output-dir", tmp_path / "out"],
+              **{"~/.keras/datasets": KERAS_HOME / "datasets"})
+
+
+@pytest.fixture(params=["data_dir", "cache"])
+def where(request, tmp_path):
+    """The four files in a --data-dir folder or in the Keras cache: (paths, argv, fix)."""
+    arrays = synthetic.make_arrays(train=600, test=200)
+    if request.param == "data_dir":
+        folder = tmp_path / "kmnist-data"
+        paths = synthetic.write(synthetic.folder_paths(folder), arrays)
+        argv = ["--data-dir", folder]
+    else:
+        paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), arrays)
+        argv = []
+    yield paths, ["--dry-run", "--output-dir", tmp_path / "out", *argv], \
+        readme_fixes()[request.param]
+    if request.param == "cache":
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("content", [b"<html>503 Service Unavailable</html>", "truncated"],
+                         ids=["not a zip", "truncated"])
+def test_truncated_file_or_not_a_zip(content, where, capsys):
+    paths, argv, fix = where
+    bad = paths["test_imgs"]
+    bad.write_bytes(bad.read_bytes()[:500] if content == "truncated" else content)
+    check_row(capsys, "truncated file, or not a zip", argv,
+              **{"<file>": bad, "<fix>": fix})
+
+
+def test_archive_without_arr_0(where, capsys):
+    paths, argv, fix = where
+    with open(paths["train_labels"], "wb") as f:
+        np.savez(f, labels=np.zeros(600, np.uint8))
+    check_row(capsys, "archive without the array `arr_0`", argv,
+              **{"<file>": paths["train_labels"], "<fix>": fix})
+
+
+def test_array_of_pickled_objects(where, capsys):
+    paths, argv, fix = where
+    with open(paths["train_imgs"], "wb") as f:
+        np.savez(f, np.array([{"not": "images"}], dtype=object))
+    check_row(capsys, "array of pickled Python objects", argv,
+              **{"<file>": paths["train_imgs"], "<fix>": fix})
+
+
+def test_images_of_the_wrong_shape(where, capsys):
+    paths, argv, _ = where
+    synthetic.save_npz(paths["train_imgs"], np.zeros((60000, 32, 32), np.uint8))
+    check_row(capsys, "images of the wrong shape or dtype", argv,
+              **{"<file>": paths["train_imgs"]})
+
+
+def test_images_of_the_wrong_dtype(where, capsys):
+    paths, argv, _ = where
+    synthetic.save_npz(paths["train_imgs"], np.zeros((600, 28, 28), np.float64))
+    messages, exit_code = readme_row("images of the wrong shape or dtype")
+    # The cell's second message replaces the first one's description of the problem.
+    template = messages[0].replace("images have shape (60000, 32, 32), expected (N, 28, 28)",
+                                   messages[1])
+    code, lines = error_output(capsys, argv)
+    assert code == exit_code and len(lines) == 1, lines
+    assert_whole_line(template, lines[0], **{"<file>": paths["train_imgs"]})
+
+
+def test_labels_out_of_range(where, capsys):
+    paths, argv, _ = where
+    synthetic.save_npz(paths["train_labels"], np.full(600, 10, np.uint8))
+    check_row(capsys, "labels out of range", argv, **{"<file>": paths["train_labels"]})
+
+
+def test_images_and_labels_of_different_counts(where, capsys):
+    paths, argv, _ = where
+    synthetic.save_npz(paths["train_labels"], np.zeros(599, np.uint8))
+    check_row(capsys, "images and labels of different counts", argv,
+              **{"<labels file>": paths["train_labels"], "<images file>": paths["train_imgs"]})
+
+
+def test_limit_1_leaves_nothing_to_validate(capsys, keras_cache, tmp_path):
+    check_row(capsys, "`--limit 1`", ["--limit", "1", "--output-dir", tmp_path])
+
+
+CHECKED_IN_TEST_RESUME = ("a backup of a different configuration", "Ctrl-C during training")
+
+
+def test_every_row_of_the_table_is_checked():
+    checked = ("`--epochs 0`", "`--validation-split 1.5`", "`--compare --no-batchnorm`",
+               "`--output-dir` that cannot", "`--data-dir` that does not exist",
+               "`--data-dir` lacking a file", "no network and no cached files",
+               "truncated file, or not a zip", "archive without the array `arr_0`",
+               "array of pickled Python objects", "images of the wrong shape or dtype",
+               "labels out of range", "images and labels of different counts", "`--limit 1`",
+               *CHECKED_IN_TEST_RESUME)
+    rows = list(readme_table())
+    assert len(rows) == len(checked) == 16
+    assert all(any(row.startswith(start) for start in checked) for row in rows), rows
