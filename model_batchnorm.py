@@ -115,7 +115,7 @@ def make_model(args, batchnorm=True):
         model = build_model(input_shape, args.classes, batchnorm,
                             lambda: norm_class(momentum=args.bn_momentum))
         compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)
-    return distribute.work_around_keras_multiworker(model, args.strategy)
+    return distribute.work_around_keras_distribution_bugs(model, args.strategy)
 
 
 def train_and_test(args, arrays, out, batchnorm=True):

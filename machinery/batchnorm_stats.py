@@ -65,15 +65,19 @@ def recompute_moving_statistics(model, images, batch_size):
                                      .astype(np.float32))
 
 
-def layer_statistics(model, probe):
+def layer_inputs(model):
+    """A model from `model`'s input to the inputs of its BatchNormalization layers."""
+    return keras.Model(model.inputs[0], [layer.input for layer in norm_layers(model)])
+
+
+def layer_statistics(model, probe, inputs_model=None):
     """For each BatchNormalization layer: its channel-averaged moving mean and variance,
     and the channel-averaged mean and variance of the probe batch's inputs to it in
     training mode (what the layer normalises with). Variables are left as they were."""
     norms = norm_layers(model)
     saved = [variable.numpy() for variable in model.non_trainable_variables]
     try:
-        inputs = keras.Model(model.inputs[0], [layer.input for layer in norms])(
-            probe, training=True)
+        inputs = (inputs_model or layer_inputs(model))(probe, training=True)
     finally:
         for variable, value in zip(model.non_trainable_variables, saved):
             variable.assign(value)
@@ -96,12 +100,13 @@ class Monitor(keras.callbacks.Callback):
         super().__init__()
         self.probe, self.validation, self.batch_size = probe, validation, batch_size
         self.track_validation = track_validation
-        self.statistics = []
+        self.statistics, self.inputs_model = [], None
 
     def on_epoch_end(self, epoch, logs=None):
         if not norm_layers(self.model):
             return
-        self.statistics.append(layer_statistics(self.model, self.probe))
+        self.inputs_model = self.inputs_model or layer_inputs(self.model)  # built once
+        self.statistics.append(layer_statistics(self.model, self.probe, self.inputs_model))
         if self.track_validation and logs is not None:
             accuracy, loss = evaluate_with_batch_statistics(self.model, *self.validation,
                                                             self.batch_size)

@@ -53,7 +53,7 @@ def scope(strategy):
     return strategy.scope() if strategy else contextlib.nullcontext()
 
 
-def work_around_keras_multiworker(model, strategy):
+def work_around_keras_distribution_bugs(model, strategy):
     """Two Keras 3.15 bugs under tf.distribute, worked around on this model only
     (tests/test_distribute.py would fail if either came back):
     1. Before the first step, fit/evaluate/predict average the whole first
