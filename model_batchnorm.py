@@ -122,7 +122,7 @@ def train_and_test(args, arrays, out, batchnorm=True):
     """Build, train (resumably), test and save one model; returns the run's result."""
     (x_train, y_train), (x_test, y_test) = arrays
     model = make_model(args, batchnorm)
-    config = outputs.run_config(args, batchnorm)
+    config = outputs.run_config(args, batchnorm, arrays)
     with resume.resumable(out, config, args.restart, not args.no_plot) as session:
         history = train(model, x_train, y_train, args, session.callbacks)
     history.history = session.history  # every epoch, those before a resume too
