@@ -84,9 +84,7 @@ def epochs_done(out):
 def finished(data_dir_module):
     """A finished run of the script, as a user's first `python model_batchnorm.py`."""
     out = data_dir_module.parent / "finished"
-    process = child("--data-dir", data_dir_module, "--output-dir", out, *QUICK)
-    stdout, stderr = process.communicate(timeout=240)
-    assert process.returncode == 0, stderr
+    assert cli(["--data-dir", str(data_dir_module), "--output-dir", str(out), *QUICK]) == 0
     return out
 
 
