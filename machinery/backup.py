@@ -68,17 +68,26 @@ def read_metadata(folder):
     return epochs, data
 
 
-def logged_epochs(log, folder):
-    """The epoch column of history.csv; every row must be whole and numeric."""
+def logged_epochs(log, folder, needed=None):
+    """The epoch column of history.csv. Its first `needed` rows (all, if None) must be
+    whole and numeric; a row after them may be cut short by a kill while it was written."""
     try:
         with open(log, newline="") as f:
             rows = list(csv.DictReader(f))
-        for row in rows:
+    except (OSError, ValueError, csv.Error) as err:
+        raise damaged(folder, f"{log.name} is unreadable: {type(err).__name__}: {err}") from None
+    epochs = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            epochs.append(int(row["epoch"]))
             for value in row.values():
                 float(value)  # a short row holds None: TypeError
-        return [int(row["epoch"]) for row in rows]
-    except (OSError, ValueError, TypeError, KeyError, csv.Error) as err:
-        raise damaged(folder, f"{log.name} is unreadable: {type(err).__name__}: {err}") from None
+        except (ValueError, TypeError, KeyError) as err:
+            if needed is not None and number > needed:
+                return epochs[:needed]
+            raise damaged(folder, f"{log.name} row {number} is unreadable: "
+                                  f"{type(err).__name__}: {err}") from None
+    return epochs
 
 
 def verify(folder, log):
@@ -86,7 +95,7 @@ def verify(folder, log):
     and the log `log` agree: rows for epochs 1..N in order (rows after N are dropped
     by the caller: a kill between log and backup leaves one)."""
     epochs, _ = read_metadata(folder)
-    logged = logged_epochs(log, folder) if log.exists() else []
+    logged = logged_epochs(log, folder, epochs) if log.exists() else []
     if logged[:epochs] != list(range(epochs)):
         raise damaged(folder, f"it holds {epochs} epoch(s) but {log.name} logs epochs "
                               f"{[e + 1 for e in logged]}")

@@ -73,7 +73,7 @@ def start_or_resume(out, config, restart=False):
         return start_fresh(folder, log, wanted)
     if not (folder / backup.METADATA).exists():
         # One logged epoch without a backup is a kill between the two; more is damage.
-        logged = backup.logged_epochs(log, folder) if log.exists() else []
+        logged = backup.logged_epochs(log, folder, needed=1) if log.exists() else []
         if len(logged) > 1:
             raise backup.damaged(folder, f"{backup.METADATA} is missing but {log.name} "
                                          f"logs {len(logged)} epochs")

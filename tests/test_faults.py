@@ -14,7 +14,7 @@ import time
 import pytest
 
 from machinery import synthetic
-from conftest import ROOT, cli, error_lines, run_script
+from conftest import ROOT, cli, error_lines
 
 QUICK = ["--epochs", "2", "--batch-size", "100", "--verbose", "2", "--no-plot"]
 # 48 steps per epoch (of 3000 images, batch 50): a signal lands inside an epoch.
