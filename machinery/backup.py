@@ -112,9 +112,10 @@ def load(model, folder, steps):
         raise damaged(folder, "its variables do not fit this model")
     for variable, array in zip(targets, arrays):
         variable.assign(array)
-    if steps is not None and int(model.optimizer.iterations) != epochs * steps:
-        raise damaged(folder, f"the optimizer took {int(model.optimizer.iterations)} steps, "
-                              f"not {epochs} epoch(s) of {steps}")
+    taken = int(np.asarray(model.optimizer.iterations))  # also a distributed variable
+    if steps is not None and taken != epochs * steps:
+        raise damaged(folder, f"the optimizer took {taken} steps, not {epochs} epoch(s) "
+                              f"of {steps}")
     return epochs
 
 
