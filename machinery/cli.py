@@ -2,12 +2,14 @@
 model_batchnorm.py), one-line errors and exit codes. Imports no TensorFlow, so
 plot_history.py's command line shares it and starts at once."""
 import argparse
+import contextlib
 import importlib.util
+import signal
 import sys
 from pathlib import Path
 
 from machinery.datasets import DATASETS, OWN
-from machinery.errors import Interrupted, ScriptError, UsageError
+from machinery.errors import Interrupted, ScriptError, TerminationSignal, UsageError
 
 COMPARE_SEED = 1  # --compare without --seed
 
@@ -86,6 +88,9 @@ def add_run_flags(add):
     add("--output-dir", type=Path, default=Path("outputs"), help="where every output goes")
     add("--restart", action="store_true",
         help="ignore a backup left in --output-dir by an interrupted run and start at epoch 1")
+    add("--overwrite", action="store_true",
+        help="replace the run this script finished (or left) in --output-dir; files it "
+             "did not write are never touched")
     add("--seed", type=int, default=None,
         help="seed every random generator and make TensorFlow's ops deterministic")
     add("--no-batchnorm", action="store_true",
@@ -147,17 +152,40 @@ def parse_args(argv, defaults):
     return args
 
 
+def raise_termination(signum, frame):
+    raise TerminationSignal()
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (timeout, systemd, Slurm, Kubernetes) stops the run as Ctrl-C does, so
+    that what was finished is written; only the main thread may set a handler."""
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_termination)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(main, argv=None):
     """Call main(argv) for the command line: one-line errors, exit codes, no tracebacks."""
     try:
-        main(argv)
+        with sigterm_as_ctrl_c():
+            main(argv)
     except Interrupted as err:
         print(err, file=sys.stderr)
         return err.code
     except ScriptError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
-    except KeyboardInterrupt:
-        print("Interrupted before training started; nothing was written.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        what, code = (("Terminated (SIGTERM)", 143) if isinstance(err, TerminationSignal)
+                      else ("Interrupted", 130))
+        print(f"{what} before training started or after it ended; the backup, if any, is "
+              "kept: run the same command again.", file=sys.stderr)
+        return code
     return 0

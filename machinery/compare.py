@@ -16,6 +16,21 @@ ACCURACY_ROWS = (
     ("val_accuracy_recomputed_statistics",
      "final validation accuracy, recomputed statistics (--recompute-bn-stats)"),
 )
+COMPARISON_JSON = "comparison.json"
+COMPARISON_PNG = "batchnorm_comparison.png"
+
+
+def history_name(variant):
+    return f"history_{variant}.json"
+
+
+def file_names():
+    """The files --compare writes beside the variants' folders."""
+    return [*(history_name(name) for name, _ in VARIANTS), COMPARISON_JSON, COMPARISON_PNG]
+
+
+def folder_names():
+    return [name for name, _ in VARIANTS]
 
 
 def epochs_to_reach(val_accuracy, threshold):
@@ -92,15 +107,15 @@ def compare(args, data, train_and_test):
         keras.utils.set_random_seed(args.seed)
         print(f"--- {VARIANT_LABELS[name]} ---")
         results[name] = train_and_test(args, data, out / name, batchnorm)
-        shutil.copyfile(out / name / "history.json", out / f"history_{name}.json")
+        shutil.copyfile(out / name / "history.json", out / history_name(name))
     summary = comparison_summary(results)
-    write_json(out / "comparison.json", summary)
+    write_json(out / COMPARISON_JSON, summary)
     print(format_comparison(summary))
     if not args.no_plot:
         plot_history.plot_comparison(
             [results[name]["history"] for name, _ in VARIANTS],
             labels=[VARIANT_LABELS[name] for name, _ in VARIANTS],
-            path=out / "batchnorm_comparison.png",
+            path=out / COMPARISON_PNG,
             title=f"{args.dataset.upper()}, {results['batchnorm']['train_images']:,} "
                   "training images: validation curves",
         )

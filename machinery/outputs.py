@@ -1,5 +1,6 @@
 """The files a run writes, named once, each written whole or not at all; and the
 record of the run (run.json)."""
+import hashlib
 import json
 import os
 import platform
@@ -9,7 +10,7 @@ import numpy as np
 import plot_history
 from machinery import fast
 from machinery.data import training_image_count
-from machinery.errors import Interrupted
+from machinery.errors import Interrupted, Terminated, environmental
 from machinery.quiet import keras, tf
 
 HISTORY_JSON = "history.json"
@@ -24,22 +25,45 @@ BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 
 
+def partial_name(name):
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.partial{dot}{suffix}"
+
+
 def write_atomically(path, write):
-    """write(temporary path), then rename it to `path`: a crash never leaves half a file."""
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-    write(partial)
-    os.replace(partial, path)
+    """write(temporary path), then rename it to `path`: a crash never leaves half a file,
+    and a failure leaves no temporary one. A full disk or a read-only folder is one line."""
+    partial = path.with_name(partial_name(path.name))
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException as err:
+        partial.unlink(missing_ok=True)
+        fault = environmental(err, path)
+        if fault:
+            raise fault from None
+        raise
 
 
 def write_json(path, data):
     write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def run_config(args, batchnorm):
+def data_sha256(arrays):
+    """The identity of the data this run trains and tests on (after --limit)."""
+    digest = hashlib.sha256()
+    for array in (a for pair in arrays for a in pair):
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def run_config(args, batchnorm, arrays):
     """Everything that shaped this run, built once: run.json records it and a backup
     must match part of it (resume.MUST_MATCH)."""
     return {
-        "dataset": args.dataset, "classes": args.classes, "class_names": args.class_names,
+        "dataset": args.dataset, "data_sha256": data_sha256(arrays),
+        "classes": args.classes, "class_names": args.class_names,
         "batch_size": args.batch_size, "epochs": args.epochs,
         "validation_split": args.validation_split, "limit": args.limit,
         "batchnorm": batchnorm, "bn_momentum": args.bn_momentum,
@@ -87,29 +111,35 @@ def save_model(model, path, fused):
 def save_pictures(out, x_test, y_test, evaluation, names):
     predicted = evaluation["predicted"]
     paths = {"predictions": out / PREDICTIONS_PNG, "confusion_matrix": out / CONFUSION_MATRIX_PNG}
-    plot_history.plot_predictions(x_test, y_test, predicted, names, paths["predictions"])
-    plot_history.plot_confusion_matrix(y_test, predicted, names, paths["confusion_matrix"])
+    write_atomically(paths["predictions"], lambda partial: plot_history.plot_predictions(
+        x_test, y_test, predicted, names, partial))
+    write_atomically(paths["confusion_matrix"], lambda partial: (
+        plot_history.plot_confusion_matrix(y_test, predicted, names, partial)))
     if evaluation["batchnorm_statistics"]:
         paths["batchnorm_statistics"] = out / BATCHNORM_STATISTICS_PNG
-        plot_history.plot_batchnorm_statistics(evaluation["batchnorm_statistics"],
-                                               paths["batchnorm_statistics"])
+        write_atomically(paths["batchnorm_statistics"], lambda partial: (
+            plot_history.plot_batchnorm_statistics(evaluation["batchnorm_statistics"],
+                                                   partial)))
     return paths
 
 
-def interruption(out, history, pictures):
+def interruption(out, history, pictures, terminated=False):
     """Write what an interrupted run finished (its history and curves); return the
-    Interrupted error that tells the user where."""
+    Interrupted (or, after SIGTERM, Terminated) error that tells the user where."""
     epochs = len(history.get("loss", []))
     written = []
     if epochs:
         write_json(out / HISTORY_JSON, history)
         written.append(out / HISTORY_JSON)
         if pictures:
-            plot_history.plot_history(history, out / TRAINING_HISTORY_PNG)
+            write_atomically(out / TRAINING_HISTORY_PNG,
+                             lambda partial: plot_history.plot_history(history, partial))
             written.append(out / TRAINING_HISTORY_PNG)
     where = f"; wrote {', '.join(map(str, written))}" if written else ""
-    return Interrupted(f"Interrupted after {epochs} completed epoch(s){where}. "
-                       "Run the same command again to resume from the backup.")
+    error, what = (Terminated, "Terminated (SIGTERM)") if terminated else (Interrupted,
+                                                                          "Interrupted")
+    return error(f"{what} after {epochs} completed epoch(s){where}. "
+                 "Run the same command again to resume from the backup.")
 
 
 def run_record(config, model, evaluation, data, session):

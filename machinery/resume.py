@@ -1,8 +1,9 @@
 """A run backed up after every epoch, so that a killed or interrupted run resumes.
 
-Keras' BackupAndRestore keeps the model, the optimizer and the epoch count;
-CSVLogger appends each epoch's metrics. Together they give the full history of
-a run that was resumed any number of times.
+backup.Backup keeps the model, the optimizer and the epoch count; CSVLogger appends
+each epoch's metrics. Together they give the full history of a run that was resumed
+any number of times; a backup that disagrees with the log, or with this run's
+settings and data, is refused with one line rather than trusted.
 """
 import contextlib
 import csv
@@ -10,14 +11,15 @@ import json
 import shutil
 import time
 
-from machinery import outputs
-from machinery.errors import ScriptError
+from machinery import backup, outputs
+from machinery.errors import ScriptError, TerminationSignal
 from machinery.quiet import keras, until_first_step
 
-# What a backup must share with this run to be resumed by it, in the order an
-# error names the differences.
-MUST_MATCH = ("dataset", "batchnorm", "batch_size", "validation_split", "limit",
-              "bn_momentum", "track_batch_stats")
+# What a backup must share with this run to be resumed by it (every setting that
+# changes what training computes), in the order an error names the differences.
+MUST_MATCH = ("dataset", "data_sha256", "batchnorm", "batch_size", "validation_split",
+              "limit", "fast", "seed", "distribute", "replicas", "bn_momentum",
+              "track_batch_stats")
 
 
 def read_history_csv(path):
@@ -36,33 +38,60 @@ def keep_first_rows(path, count):
         return
     with open(path, newline="") as f:
         lines = f.read().splitlines(True)
-    outputs.write_atomically(path, lambda partial: partial.write_text("".join(lines[: count + 1])))
+    if len(lines) > count + 1:
+        kept = "".join(lines[: count + 1])
+        outputs.write_atomically(path, lambda partial: partial.write_text(kept))
+
+
+def resume_key(config):
+    """The part of run_config a backup must match; --fast as on or off, since its
+    settings are fixed."""
+    return {key: (config[key] is not None if key == "fast" else config.get(key))
+            for key in MUST_MATCH}
+
+
+def differences(saved, wanted):
+    return [("other data (the arrays' SHA-256 differs)" if key == "data_sha256"
+             else f"{key} {saved.get(key)!r} -> {value!r}")
+            for key, value in wanted.items() if saved.get(key) != value]
+
+
+def start_fresh(folder, log, wanted):
+    """Delete an old backup and log (this run's own: folder.claimed checked) and begin anew."""
+    shutil.rmtree(folder, ignore_errors=True)
+    log.unlink(missing_ok=True)
+    folder.mkdir(parents=True)
+    outputs.write_json(folder / "config.json", wanted)
+    return 0
 
 
 def start_or_resume(out, config, restart=False):
-    """Return how many epochs the backup in `out` already holds. With none (or with
-    `restart`), delete any old backup and log and start a new backup: 0."""
-    backup, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
-    metadata = backup / "training_metadata.json"
-    wanted = {key: config[key] for key in MUST_MATCH}
-    if restart or not metadata.exists():
-        shutil.rmtree(backup, ignore_errors=True)
-        log.unlink(missing_ok=True)
-        backup.mkdir(parents=True)
-        outputs.write_json(backup / "config.json", wanted)
-        return 0
-    saved_file = backup / "config.json"
-    saved = json.loads(saved_file.read_text()) if saved_file.exists() else {}
-    changed = [f"{key} {saved.get(key)!r} -> {value!r}"
-               for key, value in wanted.items() if saved.get(key) != value]
+    """Return how many epochs the backup in `out` already holds, once it has proved
+    itself (backup.verify). With none (or with `restart`), start a new backup: 0."""
+    folder, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
+    wanted = resume_key(config)
+    if restart:
+        return start_fresh(folder, log, wanted)
+    if not (folder / backup.METADATA).exists():
+        # One logged epoch without a backup is a kill between the two; more is damage.
+        logged = backup.logged_epochs(log, folder, needed=1) if log.exists() else []
+        if len(logged) > 1:
+            raise backup.damaged(folder, f"{backup.METADATA} is missing but {log.name} "
+                                         f"logs {len(logged)} epochs")
+        return start_fresh(folder, log, wanted)
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise backup.damaged(folder, f"config.json is unreadable: {err}") from None
+    changed = differences(saved, wanted)
     if changed:
         raise ScriptError(
             f"{out} holds the backup of a different run ({', '.join(changed)}): "
             "add --restart to discard it, or choose another --output-dir"
         )
-    epochs_done = json.loads(metadata.read_text())["epoch"]
+    epochs_done = backup.verify(folder, log)
     keep_first_rows(log, epochs_done)
-    print(f"Resuming from the backup in {backup}: {epochs_done} epoch(s) already done "
+    print(f"Resuming from the backup in {folder}: {epochs_done} epoch(s) already done "
           "(add --restart to start over).")
     return epochs_done
 
@@ -92,8 +121,7 @@ class Session:
             # The log comes first: a kill between the two leaves one log row too
             # many, which start_or_resume drops, never one too few.
             keras.callbacks.CSVLogger(str(out / outputs.HISTORY_CSV), append=True),
-            keras.callbacks.BackupAndRestore(str(out / outputs.BACKUP_DIR),
-                                             double_checkpoint=True),
+            backup.Backup(out / outputs.BACKUP_DIR, resuming=epochs_done > 0),
         ]
         self.history = {}
 
@@ -101,13 +129,15 @@ class Session:
 @contextlib.contextmanager
 def resumable(out, config, restart=False, pictures=True):
     """Around model.fit: start or resume the backup, yield the Session whose callbacks fit
-    takes, keep TensorFlow's start-up lines quiet, and turn Ctrl-C into Interrupted after
-    writing what was finished. Afterwards session.history holds every epoch of the run."""
+    takes, keep TensorFlow's start-up lines quiet, and turn Ctrl-C (or SIGTERM) into
+    Interrupted (Terminated) after writing what was finished. The backup stays: it goes
+    only when every output is written (folder.claimed). Afterwards session.history
+    holds every epoch of the run."""
     session = Session(out, start_or_resume(out, config, restart))
     try:
         with until_first_step(session.callbacks):
             yield session
-    except KeyboardInterrupt:
-        raise outputs.interruption(out, read_history_csv(out / outputs.HISTORY_CSV),
-                                   pictures) from None
+    except KeyboardInterrupt as signal:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
+        raise outputs.interruption(out, read_history_csv(out / outputs.HISTORY_CSV), pictures,
+                                   isinstance(signal, TerminationSignal)) from None
     session.history = read_history_csv(out / outputs.HISTORY_CSV)

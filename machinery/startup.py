@@ -1,10 +1,11 @@
-"""Before anything slow: the output folder is writable, the devices are set up, the
-seeds are set, and a worker that is not the chief writes to a scratch folder."""
+"""Before anything slow: the output folder is writable and this run's alone (folder.py),
+the devices are set up, the seeds are set, and a worker that is not the chief writes
+to a scratch folder."""
 import contextlib
 import tempfile
 from pathlib import Path
 
-from machinery import distribute
+from machinery import distribute, folder
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
 
@@ -30,8 +31,9 @@ def seed_everything(seed):
 
 @contextlib.contextmanager
 def prepared(args):
-    """Check the output folder, set up devices (args.strategy) and seeds; a worker that
-    is not the chief gets a scratch output folder, removed when it is done."""
+    """Check the output folder, set up devices (args.strategy) and seeds; the chief
+    holds the output folder for the run's whole life (a dry run writes nothing there);
+    a worker that is not the chief gets a scratch output folder, removed when it is done."""
     check_output_dir(args.output_dir)
     with filtered_stderr():
         tf.config.list_physical_devices()  # the first device query logs CUDA probing
@@ -39,7 +41,9 @@ def prepared(args):
     if args.seed is not None:
         seed_everything(args.seed)
     if distribute.is_chief(args.strategy):
-        yield args
+        with (contextlib.nullcontext() if args.dry_run
+              else folder.claimed(args.output_dir, args.overwrite)):
+            yield args
         return
     # Other workers train in step with the chief but keep their files apart.
     with tempfile.TemporaryDirectory(prefix="kmnist-worker-") as scratch:

@@ -90,7 +90,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(data_dir, tmp_path
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["distribute"] == "multiworker" and run["config"]["replicas"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "history.csv", "history.json", "model.keras", "run.json"]
+        "history.csv", "history.json", "manifest.json", "model.keras", "run.json"]
     assert [p.name for p in scratch_parent.iterdir() if p.name.startswith("kmnist-worker-")] == []
 
 

@@ -1,0 +1,135 @@
+"""The backup of a run after each completed epoch: the model's and the optimizer's
+variables and the epoch count. A crash at any moment leaves the previous backup
+whole, and a backup is checked before it is trusted.
+
+Keras' BackupAndRestore falls back to an older copy on its own, writes HDF5 straight
+to disk (a full disk crashed h5py) and deletes itself at the end of fit; this one
+writes plain .npz bytes through outputs.write_atomically and is removed only when
+every output file is written (folder.claimed).
+"""
+import csv
+import hashlib
+import io
+import json
+import re
+
+import numpy as np
+
+from machinery import outputs
+from machinery.errors import ScriptError
+from machinery.quiet import keras
+
+METADATA = "training_metadata.json"
+STATE = re.compile(r"epoch-(\d+)\.npz")
+
+
+def damaged(folder, problem):
+    return ScriptError(f"the backup in {folder} cannot be trusted ({problem}): add --restart "
+                       "to discard it and start at epoch 1, or choose another --output-dir")
+
+
+def variables(model):
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return list(model.weights) + list(optimizer.variables)
+
+
+def save(model, folder, epochs):
+    """State first, metadata (which names the state and its hash) second, then the
+    older state: whatever a kill interrupts, the metadata names a whole state."""
+    buffer = io.BytesIO()
+    np.savez(buffer, *[np.asarray(v) for v in variables(model)])
+    data, name = buffer.getvalue(), f"epoch-{epochs}.npz"
+    folder.mkdir(exist_ok=True)
+    outputs.write_atomically(folder / name, lambda partial: partial.write_bytes(data))
+    outputs.write_json(folder / METADATA, {"epoch": epochs, "state": name, "bytes": len(data),
+                                           "sha256": hashlib.sha256(data).hexdigest()})
+    for old in folder.iterdir():
+        if STATE.fullmatch(old.name) and old.name != name:
+            old.unlink()
+
+
+def read_metadata(folder):
+    try:
+        metadata = json.loads((folder / METADATA).read_text())
+        epochs, name = metadata["epoch"], metadata["state"]
+        expected = (metadata["bytes"], metadata["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise damaged(folder, f"{METADATA} is unreadable: {type(err).__name__}: {err}") from None
+    if not (isinstance(epochs, int) and epochs >= 1 and STATE.fullmatch(str(name))):
+        raise damaged(folder, f"{METADATA} holds no valid epoch count and state file")
+    try:
+        data = (folder / name).read_bytes()
+    except OSError as err:
+        raise damaged(folder, f"{name}: {err.strerror}") from None
+    if (len(data), hashlib.sha256(data).hexdigest()) != tuple(expected):
+        raise damaged(folder, f"{name} is truncated or changed since epoch {epochs}")
+    return epochs, data
+
+
+def logged_epochs(log, folder, needed=None):
+    """The epoch column of history.csv. Its first `needed` rows (all, if None) must be
+    whole and numeric; a row after them may be cut short by a kill while it was written."""
+    try:
+        with open(log, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError, csv.Error) as err:
+        raise damaged(folder, f"{log.name} is unreadable: {type(err).__name__}: {err}") from None
+    epochs = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            epochs.append(int(row["epoch"]))
+            for value in row.values():
+                float(value)  # a short row holds None: TypeError
+        except (ValueError, TypeError, KeyError) as err:
+            if needed is not None and number > needed:
+                return epochs[:needed]
+            raise damaged(folder, f"{log.name} row {number} is unreadable: "
+                                  f"{type(err).__name__}: {err}") from None
+    return epochs
+
+
+def verify(folder, log):
+    """The number of epochs the backup in `folder` holds, once its metadata, its state
+    and the log `log` agree: rows for epochs 1..N in order (rows after N are dropped
+    by the caller: a kill between log and backup leaves one)."""
+    epochs, _ = read_metadata(folder)
+    logged = logged_epochs(log, folder, epochs) if log.exists() else []
+    if logged[:epochs] != list(range(epochs)):
+        raise damaged(folder, f"it holds {epochs} epoch(s) but {log.name} logs epochs "
+                              f"{[e + 1 for e in logged]}")
+    return epochs
+
+
+def load(model, folder, steps):
+    """Restore the variables; the optimizer's step count must be `steps`."""
+    epochs, data = read_metadata(folder)
+    targets = variables(model)
+    with np.load(io.BytesIO(data), allow_pickle=False) as state:
+        arrays = [state[f"arr_{i}"] for i in range(len(state.files))]
+    if [a.shape for a in arrays] != [tuple(v.shape) for v in targets]:
+        raise damaged(folder, "its variables do not fit this model")
+    for variable, array in zip(targets, arrays):
+        variable.assign(array)
+    taken = int(np.asarray(model.optimizer.iterations))  # also a distributed variable
+    if steps is not None and taken != epochs * steps:
+        raise damaged(folder, f"the optimizer took {taken} steps, not {epochs} epoch(s) "
+                              f"of {steps}")
+    return epochs
+
+
+class Backup(keras.callbacks.Callback):
+    """Restores the backup (if `resuming`) when fit begins, saves one after each epoch."""
+
+    def __init__(self, folder, resuming):
+        super().__init__()
+        self.folder, self.resuming = folder, resuming
+
+    def on_train_begin(self, logs=None):
+        if self.resuming:
+            # Keras' own BackupAndRestore tells fit where to start the same way.
+            self.model._initial_epoch = load(self.model, self.folder, self.params.get("steps"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        save(self.model, self.folder, epoch + 1)

@@ -1,0 +1,178 @@
+"""The output folder belongs to one run at a time, and a run touches only its own files.
+
+A manifest (manifest.json) marks the folder's files as this script's; a folder holding
+anything else, or a finished run, is refused rather than overwritten. An exclusive
+lock (fcntl.flock on run.lock) keeps a second run out for the first one's whole life;
+the kernel drops it when the process ends, however it ends, so no lock goes stale.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+
+from machinery import compare, outputs
+from machinery.errors import ScriptError, environmental
+
+MANIFEST = "manifest.json"
+LOCK = "run.lock"
+WRITTEN_BY = "model_batchnorm.py"
+DELETION_SAFE = "every file listed here was written by model_batchnorm.py; --overwrite deletes them"
+
+
+def run_files():
+    """Every name a run (or a --compare run) may create in its output folder."""
+    files = [outputs.HISTORY_JSON, outputs.HISTORY_CSV, outputs.MODEL, outputs.RUN_JSON,
+             outputs.TRAINING_HISTORY_PNG, outputs.PREDICTIONS_PNG,
+             outputs.CONFUSION_MATRIX_PNG, *compare.file_names()]
+    folders = [outputs.BACKUP_DIR, *compare.folder_names()]
+    return [*files, *map(outputs.partial_name, files), *folders]
+
+
+def read_manifest(out):
+    """This script's manifest in `out`, or None (absent, or not ours)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("written_by") == WRITTEN_BY \
+        else None
+
+
+def ours(manifest):
+    if manifest is None:
+        return set()
+    return {MANIFEST, LOCK, *manifest.get("files", [])}
+
+
+def listing(names, most=5):
+    names = sorted(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def refuse_foreign(out, manifest, lock_is_ours=False):
+    foreign = {path.name for path in out.iterdir()} - ours(manifest) - (
+        {LOCK} if lock_is_ours else set())
+    if foreign:
+        raise ScriptError(
+            f"{out} holds files this script did not write ({listing(foreign)}): move them "
+            "away or choose another --output-dir (the script never deletes what it did not "
+            "write)")
+
+
+def refuse_finished(out, manifest, overwrite):
+    if manifest and manifest.get("state") == "finished" and not overwrite:
+        kept = set(manifest.get("files", [])) - {MANIFEST, LOCK}
+        raise ScriptError(
+            f"{out} holds a finished run of this script ({listing(kept)}; finished "
+            f"{manifest.get('finished', '?')}): add --overwrite to replace it, or choose "
+            "another --output-dir")
+
+
+def remove_run(out, manifest):
+    """--overwrite: delete the files the manifest lists, nothing else."""
+    for name in ours(manifest) - {MANIFEST, LOCK}:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def now():
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def write_manifest(out, **fields):
+    outputs.write_json(out / MANIFEST, {"written_by": WRITTEN_BY, "note": DELETION_SAFE,
+                                        **fields})
+
+
+def open_lock(path):
+    """The lock file's descriptor, and whether this call created it."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):  # its holder just removed it
+                return os.open(path, os.O_RDWR), False
+
+
+def take_lock(out):
+    """flock run.lock, or stop with one line naming its holder. A run.lock of a folder
+    without this script's manifest is someone else's file: refused, never written."""
+    path = out / LOCK
+    while True:
+        fd, created = open_lock(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 500).decode(errors="replace").strip() or "starting up"
+            os.close(fd)
+            raise ScriptError(f"another run is using {out} ({holder}): wait for it to end, "
+                              "or choose another --output-dir") from None
+        if not created and read_manifest(out) is None:
+            os.close(fd)
+            refuse_foreign(out, None)
+        # The holder deletes the file as it ends: if we locked that deleted file, retry.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(out):
+    """Hold run.lock in `out` for the block, with who holds it written inside."""
+    fd = take_lock(out)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}, started {now()}\n".encode())
+        yield
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def finish(out, started):
+    """The backups go last, once every output is written; then the run is marked done."""
+    for folder in ("", *compare.folder_names()):
+        shutil.rmtree(out / folder / outputs.BACKUP_DIR, ignore_errors=True)
+    written = [name for name in run_files() if (out / name).exists()]
+    write_manifest(out, state="finished", started=started, finished=now(), files=written)
+
+
+def claim(out, overwrite):
+    """Inside the lock: refuse what must not be touched, clear an old run if asked."""
+    manifest = read_manifest(out)
+    refuse_foreign(out, manifest, lock_is_ours=True)
+    refuse_finished(out, manifest, overwrite)
+    if overwrite and manifest:
+        remove_run(out, manifest)
+        manifest = None
+    return manifest.get("started", now()) if manifest else now()
+
+
+@contextlib.contextmanager
+def claimed(out, overwrite=False):
+    """The run's whole life in `out`: locked, its own files only; a full disk or a
+    read-only folder met on the way is one line (errors.environmental)."""
+    # Before creating run.lock in a stranger's folder; take_lock judges run.lock itself.
+    refuse_foreign(out, read_manifest(out), lock_is_ours=True)
+    with locked(out):
+        started = claim(out, overwrite)
+        write_manifest(out, state="running", started=started, files=run_files())
+        try:
+            yield
+            finish(out, started)
+        except OSError as err:
+            fault = environmental(err, out)
+            if fault:
+                raise fault from None
+            raise
+        finally:
+            if {path.name for path in out.iterdir()} <= {MANIFEST, LOCK}:
+                (out / MANIFEST).unlink(missing_ok=True)  # nothing written: leave no trace
