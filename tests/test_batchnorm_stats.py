@@ -77,14 +77,19 @@ def test_bad_bn_momentum_is_one_line_exit_2(value, capsys):
                      f"to 1 (exclusive), got '{value}' (see --help)"]
 
 
-def test_a_backup_with_another_bn_momentum_is_refused(tmp_path, keras_cache, capsys):
-    backup = tmp_path / "backup"
-    backup.mkdir()
-    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 1}))
-    (backup / "config.json").write_text(json.dumps({
-        "dataset": "kmnist", "batchnorm": True, "batch_size": 250, "validation_split": 0.2,
-        "limit": None, "bn_momentum": 0.99, "track_batch_stats": False}))
-    assert cli(["--bn-momentum", "0.9", "--output-dir", str(tmp_path)]) == 1
+def test_a_backup_with_another_bn_momentum_is_refused(tmp_path, keras_cache, capsys,
+                                                      monkeypatch):
+    from machinery import errors, outputs
+
+    def fail(*args, **kwargs):  # a run that trained, then failed: its backup stays
+        raise errors.ScriptError("simulated failure after training")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(outputs, "save_run", fail)
+        assert cli(["--epochs", "1", "--output-dir", str(tmp_path)]) == 1
+    assert (tmp_path / "backup").is_dir()
+    capsys.readouterr()
+    assert cli(["--epochs", "1", "--bn-momentum", "0.9", "--output-dir", str(tmp_path)]) == 1
     line, = error_lines(capsys.readouterr().err)
     assert "bn_momentum 0.99 -> 0.9" in line and "--restart" in line
 
