@@ -1,26 +1,32 @@
-"""The lesson's question, --compare; reproducible seeds; and BatchNormalization at inference."""
+"""The lesson's question, --compare, and BatchNormalization at inference."""
+import contextlib
+import io
 import json
 
+import keras
 import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from conftest import KERAS_HOME, cli
+from conftest import KERAS_HOME, cli, error_lines
 from machinery import compare, synthetic
 
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
+    """A real --compare run: its output folder, result and everything it printed."""
     paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), synthetic.make_arrays(600, 200))
     out = tmp_path_factory.mktemp("compare")
-    result = mb.main(["--compare", "--epochs", "2", "--output-dir", str(out)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = mb.main(["--compare", "--epochs", "2", "--output-dir", str(out)])
     for path in paths.values():
         path.unlink()
-    return out, result
+    return out, result, printed.getvalue()
 
 
 def test_compare_writes_both_histories_the_overlay_and_the_summary(comparison):
-    out, _ = comparison
+    out, _, _ = comparison
     for name in ("history_batchnorm.json", "history_no_batchnorm.json",
                  "batchnorm_comparison.png", "comparison.json"):
         assert (out / name).stat().st_size > 0, name
@@ -30,8 +36,8 @@ def test_compare_writes_both_histories_the_overlay_and_the_summary(comparison):
         assert len(history["val_accuracy"]) == 2
 
 
-def test_compare_trains_both_variants_from_the_same_seed(comparison):
-    out, result = comparison
+def test_compare_records_the_seed_and_variant_of_each_run(comparison):
+    out, _, _ = comparison
     summary = json.loads((out / "comparison.json").read_text())
     assert summary["batchnorm"]["parameters"] == 433_034
     assert summary["no_batchnorm"]["parameters"] == 431_242
@@ -42,12 +48,111 @@ def test_compare_trains_both_variants_from_the_same_seed(comparison):
     assert all(s["seconds_per_epoch"] > 0 for s in summary.values())
 
 
-def test_compare_prints_the_table(comparison, capsys):
-    _, result = comparison
-    table = compare.format_comparison(result["comparison"])
-    assert table.splitlines()[0] == (
-        "| | with BatchNormalization | without BatchNormalization |")
-    assert "| parameters | 433,034 | 431,242 |" in table
+def table_lines(printed):
+    return [line for line in printed.splitlines() if line.startswith("|")]
+
+
+def first_epoch_reaching(values, threshold):
+    return next((str(epoch) for epoch, value in enumerate(values, 1) if value >= threshold),
+                "not reached")
+
+
+def test_compare_prints_the_table_of_both_runs(comparison):
+    out, _, printed = comparison
+    runs = [json.loads((out / v / "run.json").read_text()) for v in ("batchnorm", "no_batchnorm")]
+    histories = [json.loads((out / f"history_{v}.json").read_text())
+                 for v in ("batchnorm", "no_batchnorm")]
+
+    def row(label, cells):
+        return f"| {label} | {cells[0]} | {cells[1]} |"
+    expected = [
+        "| | with BatchNormalization | without BatchNormalization |",
+        "|---|---|---|",
+        "| parameters | 433,034 | 431,242 |",
+        row("test accuracy", [f"{r['test_accuracy']:.4f}" for r in runs]),
+        row("test loss", [f"{r['test_loss']:.4f}" for r in runs]),
+        *(row(f"epochs to {percent}% validation accuracy",
+              [first_epoch_reaching(h["val_accuracy"], percent / 100) for h in histories])
+          for percent in (90, 95, 98)),
+        row("seconds per epoch",
+            [f"{sum(r['epoch_seconds']) / len(r['epoch_seconds']):.2f}" for r in runs]),
+    ]
+    assert table_lines(printed) == expected
+
+
+def test_compare_prints_each_variants_test_line(comparison):
+    out, _, printed = comparison
+    runs = [json.loads((out / v / "run.json").read_text()) for v in ("batchnorm", "no_batchnorm")]
+    assert [line for line in printed.splitlines() if line.startswith("Test loss:")] == [
+        f"Test loss: {r['test_loss']} / Test accuracy: {r['test_accuracy']}" for r in runs]
+
+
+# Known results (the README's comparison), handed to --compare in place of training.
+KNOWN = {
+    "batchnorm": dict(parameters=433_034, test_accuracy=0.99654, test_loss=0.01249,
+                      val_accuracy=[0.5, 0.9, 0.95, 0.98], epoch_seconds=[18.0, 18.16]),
+    "no_batchnorm": dict(parameters=431_242, test_accuracy=0.98671, test_loss=0.03904,
+                         val_accuracy=[0.9, 0.95, 0.97, 0.979], epoch_seconds=[9.0, 9.12]),
+}
+
+
+def kernels(model):
+    return [w.numpy() for w in model.weights if w.path.endswith("kernel")]
+
+
+@pytest.fixture
+def compare_without_training(tmp_path, monkeypatch):
+    """Run --compare with a stand-in for train_and_test that builds each variant's model
+    (recording its starting kernels) and returns KNOWN instead of training."""
+    synthetic.write(synthetic.folder_paths(tmp_path / "data"), synthetic.make_arrays(300, 100))
+    built = {}
+
+    def stand_in(args, data, out, batchnorm=True):
+        name = "batchnorm" if batchnorm else "no_batchnorm"
+        built[name] = kernels(mb.make_model(args, batchnorm))
+        known = KNOWN[name]
+        history = {"accuracy": known["val_accuracy"], "loss": [1.0] * 4,
+                   "val_accuracy": known["val_accuracy"], "val_loss": [1.0] * 4}
+        out.mkdir(parents=True)
+        (out / "history.json").write_text(json.dumps(history))
+        return {**known, "history": history, "train_images": 240}
+    monkeypatch.setattr(mb, "train_and_test", stand_in)
+
+    def run(*flags):
+        mb.main(["--compare", "--no-plot", "--data-dir", str(tmp_path / "data"),
+                 "--output-dir", str(tmp_path / "out"), *flags])
+        return built
+    return run
+
+
+def starting_kernels(seed, batchnorm):
+    keras.utils.set_random_seed(seed)
+    return kernels(mb.build_model((28, 28, 1), 10, batchnorm))
+
+
+@pytest.mark.parametrize("flags, seed", [([], 1), (["--seed", "4"], 4)], ids=["default", "seed"])
+def test_compare_starts_both_variants_from_the_same_seed(flags, seed, compare_without_training):
+    built = compare_without_training(*flags)
+    for name, batchnorm in (("batchnorm", True), ("no_batchnorm", False)):
+        expected = starting_kernels(seed, batchnorm)
+        assert len(built[name]) == len(expected) == 4
+        for kernel, reference in zip(built[name], expected):
+            np.testing.assert_array_equal(kernel, reference)
+
+
+def test_compare_prints_the_table_of_known_results(compare_without_training, capsys):
+    compare_without_training()
+    assert table_lines(capsys.readouterr().out) == [
+        "| | with BatchNormalization | without BatchNormalization |",
+        "|---|---|---|",
+        "| parameters | 433,034 | 431,242 |",
+        "| test accuracy | 0.9965 | 0.9867 |",
+        "| test loss | 0.0125 | 0.0390 |",
+        "| epochs to 90% validation accuracy | 2 | 1 |",  # reaching counts: >=
+        "| epochs to 95% validation accuracy | 3 | 2 |",
+        "| epochs to 98% validation accuracy | 4 | not reached |",
+        "| seconds per epoch | 18.08 | 9.06 |",
+    ]
 
 
 def test_epochs_to_reach_a_threshold():
@@ -78,21 +183,13 @@ def test_comparison_table_arithmetic_from_known_histories():
 
 def test_compare_with_no_batchnorm_is_refused(capsys):
     assert cli(["--compare", "--no-batchnorm"]) == 2
-
-
-def test_two_runs_with_the_same_seed_are_identical(keras_cache, tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        mb.main(["--epochs", "2", "--seed", "5", "--no-plot", "--output-dir",
-                 str(tmp_path / name)])
-        runs.append(json.loads((tmp_path / name / "history.json").read_text()))
-    assert runs[0] == runs[1]
-    run = json.loads((tmp_path / "a" / "run.json").read_text())
-    assert run["config"]["seed"] == 5 and run["config"]["deterministic"] is True
+    assert error_lines(capsys.readouterr().err) == [
+        "error: --compare already trains the variant without BatchNormalization; "
+        "drop --no-batchnorm (see --help)"]
 
 
 def test_inference_uses_moving_statistics_not_the_batch(comparison):
-    _, result = comparison
+    _, result, _ = comparison
     model = result["variants"]["batchnorm"]["model"]
     norm = next(layer for layer in model.layers if "batch_normalization" in layer.name)
     assert not np.allclose(norm.moving_mean.numpy(), 0)  # training moved them

@@ -42,6 +42,60 @@ def test_fused_layer_matches_keras_in_training_and_inference(shape):
     np.testing.assert_allclose(fused(batches[0]), plain(batches[0]), rtol=1e-4, atol=1e-5)
 
 
+def set_statistics(layer, mean, variance, gamma, beta):
+    for variable, value in ((layer.moving_mean, mean), (layer.moving_variance, variance),
+                            (layer.gamma, gamma), (layer.beta, beta)):
+        variable.assign(np.full(variable.shape, value, "float32"))
+
+
+def normalised_by_hand(x, mean, variance, gamma, beta, epsilon=0.001):
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 3), (6, 3)], ids=["conv", "dense"])
+def test_fused_layer_at_inference_uses_the_moving_statistics(shape):
+    _, fused = layer_pair(shape)
+    set_statistics(fused, mean=0.5, variance=0.01, gamma=2.0, beta=0.1)
+    x = np.random.default_rng(1).normal(0.5, 0.3, shape).astype("float32")
+    expected = normalised_by_hand(x, 0.5, 0.01, 2.0, 0.1)
+    np.testing.assert_allclose(fused(x, training=False), expected, rtol=1e-4, atol=1e-4)
+    # One image alone is normalised exactly as inside the batch.
+    np.testing.assert_allclose(fused(x[:1], training=False), expected[:1], rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_fused_layer_is_left_untouched_in_training():
+    _, fused = layer_pair((6, 5, 5, 3))
+    set_statistics(fused, mean=0.5, variance=0.01, gamma=2.0, beta=0.1)
+    fused.trainable = False
+    x = np.random.default_rng(2).normal(3.0, 1.0, (6, 5, 5, 3)).astype("float32")
+    y = fused(x, training=True)
+    # As Keras' own layer: frozen, it normalises with the moving statistics and keeps them.
+    np.testing.assert_allclose(y, normalised_by_hand(x, 0.5, 0.01, 2.0, 0.1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(fused.moving_mean, np.full(3, 0.5, "float32"))
+    np.testing.assert_array_equal(fused.moving_variance, np.full(3, 0.01, "float32"))
+
+
+def epoch_of(dataset):
+    """One pass over a (float images, labels) pipeline, images back as uint8."""
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in dataset])
+    return np.rint(np.concatenate(images)[..., 0] * 255).astype(np.uint8), np.concatenate(labels)
+
+
+def test_fast_training_images_are_reshuffled_every_epoch():
+    arrays = synthetic.make_arrays(train=600, test=1)
+    pipeline = fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 250, 0.2)["x"]
+    (first, first_labels), (second, second_labels) = epoch_of(pipeline), epoch_of(pipeline)
+    training = arrays["train_imgs"][:480]
+    label_of = {image.tobytes(): label for image, label in zip(training, arrays["train_labels"])}
+    for images, labels in ((first, first_labels), (second, second_labels)):
+        # The same 480 training images, each with its own label, in a shuffled order.
+        assert sorted(image.tobytes() for image in images) == sorted(
+            image.tobytes() for image in training)
+        assert [label_of[image.tobytes()] for image in images] == list(labels)
+        assert not np.array_equal(images, training)
+    assert not np.array_equal(first, second)  # a new order each epoch
+
+
 def test_fused_layer_has_the_same_variables_and_defaults():
     plain, fused = layer_pair((8, 4))
     assert [v.path.split("/")[-1] for v in fused.weights] == [
@@ -97,8 +151,10 @@ def test_fast_run_writes_the_same_files_and_learns(keras_cache, tmp_path):
                                      "mixed_precision": False}
     assert (run["train_images"], run["validation_images"]) == (480, 120)
     assert len(run["epoch_seconds"]) == 3 and run["evaluation_seconds"] > 0
-    history = result["history"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [len(values) for values in history.values()] == [3, 3, 3, 3]
     assert history["loss"][-1] < history["loss"][0] and history["accuracy"][-1] > 0.5
+    assert result["model"].steps_per_execution == 16
     # Saved with the lesson's own layers: loads without this module's custom layer.
     reloaded = keras.models.load_model(tmp_path / "model.keras")
     assert type(reloaded.layers[1]) is keras.layers.BatchNormalization

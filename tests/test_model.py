@@ -110,9 +110,23 @@ def test_preprocess_reshapes_converts_and_scales():
     assert out[0, 3, 5, 0] == pytest.approx(0.2)
 
 
+class DivisionSpy(np.ndarray):
+    """An array that records the dtype of whatever it is divided as."""
+    divided = []
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc is np.true_divide:
+            DivisionSpy.divided.append(inputs[0].dtype)
+        plain = [x.view(np.ndarray) if isinstance(x, DivisionSpy) else x for x in inputs]
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+
 def test_preprocess_converts_before_dividing():
-    # Dividing uint8 first would give float64; converting first keeps float32.
-    assert mb.preprocess(np.full((1, 28, 28), 7, np.uint8)).dtype == np.float32
+    # Dividing the uint8 images first would divide in float64 and convert afterwards.
+    DivisionSpy.divided.clear()
+    out = mb.preprocess(np.full((1, 28, 28), 7, np.uint8).view(DivisionSpy))
+    assert DivisionSpy.divided == [np.float32]
+    assert out.dtype == np.float32 and out[0, 0, 0, 0] == np.float32(7) / np.float32(255)
 
 
 def test_balanced_accuracy_matches_hand_computed_value():

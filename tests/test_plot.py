@@ -145,3 +145,38 @@ def test_pictures_draw_without_glyph_or_font_warnings(font, tmp_path, monkeypatc
 def test_confusion_matrix_counts():
     counts = ph.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+
+
+def test_command_line_without_o_writes_beside_the_first_file(tmp_path, monkeypatch):
+    first, second, elsewhere = tmp_path / "first", tmp_path / "second", tmp_path / "cwd"
+    for folder in (first, second, elsewhere):
+        folder.mkdir()
+    (first / "history.json").write_text(json.dumps(HISTORY))
+    (second / "other.json").write_text(json.dumps(HISTORY))
+    monkeypatch.chdir(elsewhere)
+    ph.main([str(first / "history.json")])
+    assert imread(first / "history.png").shape[2] in (3, 4)  # --help: "the first file's name"
+    ph.main([str(first / "history.json"), str(second / "other.json")])
+    assert sorted(p.name for p in first.iterdir()) == ["history.json", "history.png"]
+    assert list(second.iterdir()) == [second / "other.json"]
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("files", [1, 2], ids=["one", "overlay"])
+def test_command_line_title_goes_above_the_panels(files, tmp_path, monkeypatch):
+    drawn = []
+    for name in ("plot_history", "plot_comparison"):
+        real = getattr(ph, name)
+        monkeypatch.setattr(ph, name, lambda *a, real=real, **k: drawn.append(real(*a, **k)))
+    (tmp_path / "h.json").write_text(json.dumps(HISTORY))
+    ph.main([str(tmp_path / "h.json")] * files + ["-o", str(tmp_path / "t.png"),
+                                                  "--title", "Synthetic data"])
+    assert [figure.get_suptitle() for figure in drawn] == ["Synthetic data"]
+
+
+def test_no_plot_writes_no_picture_anywhere(data_dir, tmp_path):
+    import model_batchnorm as mb
+    mb.main(["--compare", "--epochs", "1", "--limit", "300", "--no-plot",
+             "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "comparison.json").exists()
+    assert list((tmp_path / "out").rglob("*.png")) == []

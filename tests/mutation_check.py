@@ -1,0 +1,348 @@
+"""A mutation check: does the suite notice when a README promise breaks?
+
+    python tests/mutation_check.py                # every bug below
+    python tests/mutation_check.py --only NAME    # one (or several: --only A B)
+    python tests/mutation_check.py --list         # the bugs, without running anything
+
+Each entry of BUGS is a small deliberate bug against one promise of README.md:
+the file, its exact original text, the replacement, and the tests that pin the
+promise. For each, the project is copied to a temporary folder (without .venv,
+.git and outputs), the original text is replaced there (it must occur exactly
+once), and the chosen tests run in the copy with `-x -q -p no:cacheprovider`.
+A bug is *caught* if they fail and *survived* if they pass. Before that, the
+chosen tests run once on an unchanged copy and must pass (--no-baseline skips
+this). Exit code 0 only if every bug is caught. Not part of the regular suite
+or of CI: it takes several minutes.
+"""
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEFT_OUT = shutil.ignore_patterns(".venv", ".git", "outputs", "__pycache__", ".pytest_cache",
+                                  "*.pyc")
+TIMEOUT_S = 600
+
+
+@dataclass
+class Bug:
+    name: str
+    promise: str  # what README.md promises, in its words
+    file: str
+    original: str
+    replacement: str
+    tests: tuple  # pytest node ids that pin the promise
+
+
+BUGS = [
+    # --- the nine bugs of issue 8, which the suite used to miss ---
+    Bug("resume-ignores-limit",
+        "a backup made with another --limit is refused",
+        "machinery/resume.py",
+        '"validation_split", "limit")', '"validation_split")',
+        ("tests/test_resume_config.py::test_backup_of_another_configuration_is_refused[limit]",)),
+    Bug("no-op-determinism",
+        "--seed turns on TensorFlow's op determinism",
+        "machinery/startup.py",
+        "    tf.config.experimental.enable_op_determinism()\n", "    pass\n",
+        ("tests/test_reproducibility.py::test_seed_turns_on_op_determinism_and_seeds_numpy_with_n",)),
+    Bug("seed-zero-not-n",
+        "--seed N seeds with N: same seed identical, another seed different",
+        "machinery/startup.py",
+        "keras.utils.set_random_seed(seed)", "keras.utils.set_random_seed(0)",
+        ("tests/test_reproducibility.py::test_same_seed_in_separate_processes_gives_identical_histories",)),
+    Bug("compare-seeds-once",
+        "--compare trains both variants from the same seed",
+        "machinery/compare.py",
+        "        keras.utils.set_random_seed(args.seed)\n", "",
+        ("tests/test_compare.py::test_compare_starts_both_variants_from_the_same_seed[default]",)),
+    Bug("compare-prints-no-table",
+        "--compare prints a table",
+        "machinery/compare.py",
+        "    print(format_comparison(summary))\n", "    format_comparison(summary)\n",
+        ("tests/test_compare.py::test_compare_prints_the_table_of_known_results",)),
+    Bug("limit-takes-last",
+        "--limit N uses only the first N training and the first N test images",
+        "machinery/data.py",
+        "(a[:limit] for a in", "(a[-limit:] for a in",
+        ("tests/test_reproducibility.py::test_limit_keeps_the_first_training_and_test_images",)),
+    Bug("fast-never-shuffles",
+        "--fast reshuffles the training images every epoch, as fit does",
+        "machinery/fast.py",
+        "batch_size, shuffle=True)", "batch_size, shuffle=False)",
+        ("tests/test_fast.py::test_fast_training_images_are_reshuffled_every_epoch",)),
+    Bug("fused-ignores-trainable",
+        "the fused layer computes what keras.layers.BatchNormalization computes (a frozen "
+        "layer keeps its moving statistics)",
+        "machinery/fast.py",
+        "if training and self.trainable:", "if training:",
+        ("tests/test_fast.py::test_frozen_fused_layer_is_left_untouched_in_training",)),
+    Bug("plot-default-in-working-folder",
+        "plot_history.py without -o writes the PNG beside the first file",
+        "plot_history.py",
+        'args.output or args.histories[0].with_suffix(".png")',
+        'args.output or Path("curves.png")',
+        ("tests/test_plot.py::test_command_line_without_o_writes_beside_the_first_file",)),
+    # --- the rest of the README's promises ---
+    Bug("compare-default-seed-0",
+        "--compare uses seed 1 unless --seed",
+        "machinery/cli.py",
+        "COMPARE_SEED = 1", "COMPARE_SEED = 0",
+        ("tests/test_compare.py::test_compare_starts_both_variants_from_the_same_seed[default]",)),
+    Bug("fast-keeps-reshuffle-off",
+        "--fast reshuffles the training images every epoch",
+        "machinery/fast.py",
+        "reshuffle_each_iteration=True", "reshuffle_each_iteration=False",
+        ("tests/test_fast.py::test_fast_training_images_are_reshuffled_every_epoch",)),
+    Bug("limit-only-training",
+        "--limit N also keeps only the first N test images",
+        "machinery/data.py",
+        "x_train, y_train, x_test, y_test = (a[:limit] for a in (x_train, y_train, x_test, y_test))",
+        "x_train, y_train = (a[:limit] for a in (x_train, y_train))",
+        ("tests/test_reproducibility.py::test_limit_keeps_the_first_training_and_test_images",)),
+    Bug("preprocess-divides-first",
+        "preprocessing: convert to float32, then divide by 255",
+        "model_batchnorm.py",
+        '    x = x.astype("float32")\n    return x / 255\n',
+        '    x = x / 255\n    return x.astype("float32")\n',
+        ("tests/test_model.py::test_preprocess_converts_before_dividing",)),
+    Bug("preprocess-divides-by-256",
+        "preprocessing: divide by 255",
+        "model_batchnorm.py",
+        "    return x / 255\n", "    return x / 256\n",
+        ("tests/test_model.py::test_preprocess_reshapes_converts_and_scales",)),
+    Bug("dense-128",
+        "the layer table: Dense 256, ReLU, 409,856 parameters",
+        "model_batchnorm.py",
+        'layers.Dense(256, activation="relu")', 'layers.Dense(128, activation="relu")',
+        ("tests/test_model.py::test_layers_follow_the_reference_table",)),
+    Bug("batchnorm-momentum",
+        "every BatchNormalization keeps the Keras defaults (momentum 0.99)",
+        "model_batchnorm.py",
+        "return [norm_layer()] if batchnorm", "return [norm_layer(momentum=0.9)] if batchnorm",
+        ("tests/test_model.py::test_every_batchnormalization_keeps_keras_defaults",)),
+    Bug("adam-learning-rate",
+        "Adam with the Keras defaults, learning rate 0.001",
+        "model_batchnorm.py",
+        "optimizer=keras.optimizers.Adam(),", "optimizer=keras.optimizers.Adam(0.01),",
+        ("tests/test_model.py::test_compile_uses_adam_defaults_and_sparse_crossentropy",)),
+    Bug("fast-validates-on-first-images",
+        "--fast validates on the same last 20% of the training images",
+        "machinery/fast.py",
+        "uint8_batches(x_train[split_at:], y_train[split_at:], batch_size)",
+        "uint8_batches(x_train[:len(x_train) - split_at], "
+        "y_train[:len(x_train) - split_at], batch_size)",
+        ("tests/test_fast.py::test_fast_holds_out_the_same_validation_images",)),
+    Bug("fast-scales-by-256",
+        "--fast scales the uint8 images bit for bit as preprocess does",
+        "machinery/fast.py",
+        "tf.float32) / 255", "tf.float32) / 256",
+        ("tests/test_fast.py::test_pipeline_scales_exactly_like_preprocess",)),
+    Bug("fused-epsilon",
+        "the fused layer keeps the Keras defaults (epsilon 0.001)",
+        "machinery/fast.py",
+        "epsilon=self.epsilon)", "epsilon=1e-5)",
+        ("tests/test_fast.py::test_fused_layer_at_inference_uses_the_moving_statistics[conv]",)),
+    Bug("fused-momentum",
+        "the fused layer updates the moving statistics as Keras does (momentum 0.99)",
+        "machinery/fast.py",
+        "exponential_avg_factor=1.0 - self.momentum)", "exponential_avg_factor=self.momentum)",
+        ("tests/test_fast.py::test_fused_layer_matches_keras_in_training_and_inference[dense]",)),
+    Bug("fast-one-step-per-call",
+        "--fast runs 16 steps per call",
+        "model_batchnorm.py",
+        "fast.STEPS_PER_EXECUTION if args.fast else 1", "1",
+        ("tests/test_fast.py::test_fast_run_writes_the_same_files_and_learns",)),
+    Bug("csv-log-overwritten",
+        "history.csv is appended as each epoch ends; history.json covers every epoch",
+        "machinery/resume.py",
+        "append=True", "append=False",
+        ("tests/test_resume_config.py::test_the_same_command_resumes_and_history_covers_every_epoch",)),
+    Bug("history-only-this-session",
+        "history.json covers all epochs of the run, those before an interruption too",
+        "model_batchnorm.py",
+        "    history.history = session.history", "    session.history = history.history",
+        ("tests/test_resume_config.py::test_the_same_command_resumes_and_history_covers_every_epoch",)),
+    Bug("log-rows-kept",
+        "a re-run resumes where the backup stopped (a log row the backup lacks is dropped)",
+        "machinery/resume.py",
+        "    keep_first_rows(log, epochs_done)\n", "",
+        ("tests/test_resume_config.py::test_log_row_of_an_epoch_the_backup_lacks_is_dropped",)),
+    Bug("restart-ignored",
+        "--restart ignores a backup and starts at epoch 1",
+        "machinery/resume.py",
+        "if restart or not metadata.exists():", "if not metadata.exists():",
+        ("tests/test_resume_config.py::test_restart_discards_a_backup_even_of_another_configuration",)),
+    Bug("ctrl-c-exit-1",
+        "Ctrl-C during training exits with code 130",
+        "machinery/errors.py",
+        "    code = 130\n", "    code = 1\n",
+        ("tests/test_resume_config.py::test_ctrl_c_exits_130_writes_the_finished_epoch_and_keeps_the_backup",)),
+    Bug("usage-error-exit-1",
+        "exit code 2 is for a bad flag",
+        "machinery/errors.py",
+        "    code = 2\n", "    code = 1\n",
+        ("tests/test_compare.py::test_compare_with_no_batchnorm_is_refused",)),
+    Bug("errors-on-stdout",
+        "each bad input gets one line on stderr",
+        "machinery/cli.py",
+        'print(f"error: {err}", file=sys.stderr)', 'print(f"error: {err}")',
+        ("tests/test_compare.py::test_compare_with_no_batchnorm_is_refused",)),
+    Bug("pickled-arrays-accepted",
+        "a file holding pickled objects is refused, never unpickled",
+        "machinery/data.py",
+        "    if dtype.hasobject:\n", "    if False:\n",
+        ("tests/test_data.py::test_malformed_data_dir_file_is_named_in_one_line[pickled objects]",)),
+    Bug("output-dir-not-checked-first",
+        "--output-dir is checked for writing before any data is loaded",
+        "machinery/startup.py",
+        "    check_output_dir(args.output_dir)\n", "",
+        ("tests/test_cli.py::test_unwritable_output_folder_is_refused_before_loading_data",)),
+    Bug("threshold-strictly-above",
+        "epochs to 90/95/98% validation accuracy: the first epoch that reaches it",
+        "machinery/compare.py",
+        "if value >= threshold:", "if value > threshold:",
+        ("tests/test_compare.py::test_compare_prints_the_table_of_known_results",)),
+    Bug("test-line-reworded",
+        "the run prints 'Test loss: <loss> / Test accuracy: <accuracy>'",
+        "model_batchnorm.py",
+        'print(f"Test loss: {test_loss} / Test accuracy: {test_accuracy}")',
+        'print(f"Test loss: {test_loss}, Test accuracy: {test_accuracy}")',
+        ("tests/test_compare.py::test_compare_prints_each_variants_test_line",)),
+    Bug("no-plot-still-draws-curves",
+        "--no-plot writes no pictures",
+        "model_batchnorm.py",
+        "    if not args.no_plot:\n        plot_history.plot_history(",
+        "    if True:\n        plot_history.plot_history(",
+        ("tests/test_plot.py::test_no_plot_writes_no_picture_anywhere",)),
+    Bug("no-plot-still-draws-comparison",
+        "--no-plot writes no pictures (--compare's overlay included)",
+        "machinery/compare.py",
+        "    if not args.no_plot:\n", "    if True:\n",
+        ("tests/test_plot.py::test_no_plot_writes_no_picture_anywhere",)),
+    Bug("last-resort-font-counts",
+        "class names never appear as missing-glyph boxes (Last Resort font never counts)",
+        "plot_history.py",
+        'if entry.name.startswith("Last Resort"):', 'if entry.name.startswith("Last Resort!"):',
+        ("tests/test_plot.py::test_matplotlibs_last_resort_font_never_counts_as_covering",)),
+    Bug("plot-title-dropped",
+        "plot_history.py --title puts a title above the panels",
+        "plot_history.py",
+        "plot_history(args.histories[0], output, args.title)",
+        "plot_history(args.histories[0], output)",
+        ("tests/test_plot.py::test_command_line_title_goes_above_the_panels[one]",)),
+    Bug("plot-epochs-from-0",
+        "plot_history draws accuracy and loss per epoch (epochs counted from 1)",
+        "plot_history.py",
+        "return np.arange(1, len(series) + 1)", "return np.arange(len(series))",
+        ("tests/test_plot.py::test_plot_from_dict",)),
+    Bug("balanced-accuracy-is-accuracy",
+        "K49 reports balanced accuracy (the mean of the per-class accuracies)",
+        "machinery/outputs.py",
+        "return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))",
+        "return float(np.mean(y_pred == y_true))",
+        ("tests/test_model.py::test_balanced_accuracy_matches_hand_computed_value",)),
+]
+
+
+def scratch_copy(folder):
+    copy = Path(folder) / "project"
+    shutil.copytree(ROOT, copy, ignore=LEFT_OUT)
+    return copy
+
+
+def apply(bug, copy):
+    """Replace bug.original by bug.replacement in the copy; it must occur exactly once."""
+    path = copy / bug.file
+    text = path.read_text()
+    found = text.count(bug.original)
+    if found != 1:
+        raise LookupError(f"{bug.file}: the original text occurs {found} times, not once")
+    path.write_text(text.replace(bug.original, bug.replacement))
+
+
+def run_tests(copy, tests):
+    """pytest's exit code for `tests` in the copy (0 passed, 1 failed, else an error)."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(command, cwd=copy, capture_output=True, text=True,
+                              timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+    return done.returncode, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def verdict(code):
+    return {0: "survived", 1: "caught", "timeout": "caught (timed out)"}.get(
+        code, f"error (pytest exit code {code})")
+
+
+def check(bug):
+    with tempfile.TemporaryDirectory(prefix="mutation-") as folder:
+        copy = scratch_copy(folder)
+        try:
+            apply(bug, copy)
+        except LookupError as err:
+            return f"error ({err})", ""
+        code, output = run_tests(copy, bug.tests)
+    return verdict(code), output
+
+
+def baseline(bugs):
+    """The chosen tests must pass on the unchanged project, or no verdict means anything."""
+    tests = sorted({test for bug in bugs for test in bug.tests})
+    with tempfile.TemporaryDirectory(prefix="mutation-baseline-") as folder:
+        code, output = run_tests(scratch_copy(folder), tests)
+    return code == 0, output
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[b.name for b in BUGS],
+                        help="check only these bugs")
+    parser.add_argument("--list", action="store_true", help="list the bugs and stop")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip running the chosen tests on the unchanged project first")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the failing test of each caught bug, and pytest's output "
+                             "for bugs that survived or errored")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    bugs = [bug for bug in BUGS if not args.only or bug.name in args.only]
+    if args.list:
+        for bug in bugs:
+            print(f"{bug.name}: {bug.promise} ({bug.file}; {', '.join(bug.tests)})")
+        return 0
+    start = time.monotonic()
+    if not args.no_baseline:
+        passed, output = baseline(bugs)
+        print(f"baseline (chosen tests on the unchanged project): {'passed' if passed else 'FAILED'}",
+              flush=True)
+        if not passed:
+            print(output)
+            return 1
+    results = {}
+    for bug in bugs:
+        began = time.monotonic()
+        results[bug.name], output = check(bug)
+        print(f"{results[bug.name]:<20} {bug.name:<32} {time.monotonic() - began:5.0f} s  "
+              f"{bug.promise}", flush=True)
+        if args.verbose:
+            print(output if not results[bug.name].startswith("caught") else
+                  "\n".join(f"    {line}" for line in output.splitlines()
+                            if line.startswith(("FAILED", "ERROR"))))
+    caught = sum(result.startswith("caught") for result in results.values())
+    print(f"{caught} of {len(bugs)} bugs caught in {time.monotonic() - start:.0f} s")
+    return 0 if caught == len(bugs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
