@@ -26,8 +26,9 @@ def run_files():
     """Every name a run (or a --compare run) may create in its output folder."""
     files = [outputs.HISTORY_JSON, outputs.HISTORY_CSV, outputs.MODEL, outputs.RUN_JSON,
              outputs.TRAINING_HISTORY_PNG, outputs.PREDICTIONS_PNG,
-             outputs.CONFUSION_MATRIX_PNG, *compare.file_names()]
-    folders = [outputs.BACKUP_DIR, *compare.folder_names()]
+             outputs.CONFUSION_MATRIX_PNG, outputs.BATCHNORM_STATISTICS_PNG,
+             *compare.file_names()]
+    folders = [outputs.BACKUP_DIR, outputs.LOGS_DIR, *compare.folder_names()]
     return [*files, *map(outputs.partial_name, files), *folders]
 
 
@@ -87,8 +88,11 @@ def now():
 
 
 def write_manifest(out, **fields):
-    outputs.write_json(out / MANIFEST, {"written_by": WRITTEN_BY, "note": DELETION_SAFE,
-                                        **fields})
+    """Write the manifest, unless it already says exactly this: a refused or repeated
+    start leaves the folder as it was, modification times included."""
+    manifest = {"written_by": WRITTEN_BY, "note": DELETION_SAFE, **fields}
+    if read_manifest(out) != manifest:
+        outputs.write_json(out / MANIFEST, manifest)
 
 
 def open_lock(path):

@@ -51,9 +51,13 @@ def resume_key(config):
 
 
 def differences(saved, wanted):
-    return [("other data (the arrays' SHA-256 differs)" if key == "data_sha256"
-             else f"{key} {saved.get(key)!r} -> {value!r}")
-            for key, value in wanted.items() if saved.get(key) != value]
+    """What differs, flag by flag; the data's hash only where no flag explains it (another
+    --dataset or --limit changes the arrays too, and naming the flag says more)."""
+    changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in wanted.items()
+               if key != "data_sha256" and saved.get(key) != value]
+    if not changed and saved.get("data_sha256") != wanted["data_sha256"]:
+        changed.append("other data (the arrays' SHA-256 differs)")
+    return changed
 
 
 def start_fresh(folder, log, wanted):

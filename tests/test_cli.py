@@ -139,7 +139,7 @@ BAD_ARGUMENTS = [
     (["--validation-split", "1.5"], "--validation-split"),
     (["--validation-split", "abc"], "--validation-split"),
     (["--verbose", "3"], "--verbose"),
-    (["--dataset", "mnist"], "--dataset"),
+    (["--dataset", "cifar10"], "--dataset"),
 ]
 
 
@@ -255,7 +255,7 @@ def test_verbose_is_1_on_a_terminal(data_dir, tmp_path):
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "model_batchnorm.py"), "--epochs", "1", "--limit", "300",
-         "--no-plot", "--data-dir", str(data_dir), "--output-dir", str(tmp_path)],
+         "--no-plot", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out")],
         stdin=terminal, stdout=terminal, stderr=subprocess.DEVNULL, cwd=ROOT)
     os.close(terminal)
     shown = b""
@@ -290,7 +290,8 @@ def count_train_calls(fast, images, batch_size):
             self.batches.append(batch)
 
     arrays = synthetic.make_arrays(train=images, test=10)
-    args = argparse.Namespace(fast=fast, strategy=None, dataset="kmnist", epochs=1,
+    args = argparse.Namespace(fast=fast, strategy=None, dataset="kmnist", epochs=1, classes=10,
+                              bn_momentum=0.99,
                               batch_size=batch_size, validation_split=0.2, verbose=0)
     model = mb.make_model(args)
     calls = Calls()

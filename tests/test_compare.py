@@ -76,6 +76,12 @@ def test_compare_prints_the_table_of_both_runs(comparison):
           for percent in (90, 95, 98)),
         row("seconds per epoch",
             [f"{sum(r['epoch_seconds']) / len(r['epoch_seconds']):.2f}" for r in runs]),
+        row("final validation accuracy, moving statistics",
+            [f"{h['val_accuracy'][-1]:.4f}" for h in histories]),
+        row("final validation accuracy, batch statistics",  # no BatchNormalization: "-"
+            [f"{runs[0]['batchnorm_diagnosis']['val_accuracy_batch_statistics']:.4f}", "-"]),
+        row("final validation accuracy, recomputed statistics (--recompute-bn-stats)",
+            ["-", "-"]),  # not asked for
     ]
     assert table_lines(printed) == expected
 
@@ -90,7 +96,10 @@ def test_compare_prints_each_variants_test_line(comparison):
 # Known results (the README's comparison), handed to --compare in place of training.
 KNOWN = {
     "batchnorm": dict(parameters=433_034, test_accuracy=0.99654, test_loss=0.01249,
-                      val_accuracy=[0.5, 0.9, 0.95, 0.98], epoch_seconds=[18.0, 18.16]),
+                      val_accuracy=[0.5, 0.9, 0.95, 0.98], epoch_seconds=[18.0, 18.16],
+                      batchnorm_diagnosis={"val_accuracy_batch_statistics": 0.99125,
+                                           "val_accuracy_moving_statistics": 0.98875,
+                                           "recomputed": True}),
     "no_batchnorm": dict(parameters=431_242, test_accuracy=0.98671, test_loss=0.03904,
                          val_accuracy=[0.9, 0.95, 0.97, 0.979], epoch_seconds=[9.0, 9.12]),
 }
@@ -152,6 +161,10 @@ def test_compare_prints_the_table_of_known_results(compare_without_training, cap
         "| epochs to 95% validation accuracy | 3 | 2 |",
         "| epochs to 98% validation accuracy | 4 | not reached |",
         "| seconds per epoch | 18.08 | 9.06 |",
+        "| final validation accuracy, moving statistics | 0.9800 | 0.9790 |",
+        "| final validation accuracy, batch statistics | 0.9912 | - |",
+        "| final validation accuracy, recomputed statistics (--recompute-bn-stats) "
+        "| 0.9888 | - |",
     ]
 
 

@@ -5,15 +5,28 @@ The expected lines are read from README.md itself, so the README and the program
 drift apart. In the table, `...` and `[...]` stand for text that varies (a URL, a list of
 names), `<file>` for the file's path and `<fix>` for the advice the README defines below
 the table. Two rows need a backup and a killed run; tests/test_resume.py checks them
-against this table with readme_row().
+against this table with readme_row(). The rows of the output folder and its backup
+(a finished run, files of the user's, a second run, a damaged backup, a full disk,
+SIGTERM) are checked here in-process: the fault is made by the test (a lock it holds,
+a write it fails, a signal it sends itself) rather than by a second process.
 """
+import contextlib
+import errno
+import io
+import json
+import os
 import re
+import shutil
+import signal
+import socket
 
+import keras
 import numpy as np
 import pytest
 
+import machinery.cli
 from conftest import KERAS_HOME, ROOT, cli
-from machinery import synthetic
+from machinery import backup, folder, synthetic
 
 
 def readme_section():
@@ -202,6 +215,151 @@ def test_limit_1_leaves_nothing_to_validate(capsys, keras_cache, tmp_path):
     check_row(capsys, "`--limit 1`", ["--limit", "1", "--output-dir", tmp_path])
 
 
+# The output folder and its backup: one epoch of 240 training images is enough.
+ONE_EPOCH = ["--epochs", "1", "--limit", "300", "--verbose", "0"]
+
+
+def snapshot(out):
+    """Every file under `out` with its bytes: proof that a refused run touched nothing."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_folder_with_a_finished_run(capsys, keras_cache, tmp_path):
+    out = tmp_path / "outputs"
+    argv = [*ONE_EPOCH, "--no-plot", "--output-dir", out]
+    assert cli([str(a) for a in argv]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    manifest = json.loads((out / folder.MANIFEST).read_text())
+    files = sorted(p.name for p in out.iterdir() if p.name != folder.MANIFEST)
+    assert files == ["history.csv", "history.json", "model.keras", "run.json"]
+    before = snapshot(out)
+    check_row(capsys, "an output folder with a finished run", argv,
+              **{"outputs": out, "<files>": ", ".join(files),
+                 "<time>": manifest["finished"]})
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("extra", [[], ["--overwrite"], ["--restart"]])
+def test_a_folder_with_files_the_script_did_not_write(extra, capsys, keras_cache, tmp_path):
+    out = tmp_path / "mine"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "notes.txt").write_text("my backup")
+    (out / "history.csv").write_text("my,own\n1,2\n")
+    before = snapshot(out)
+    check_row(capsys, "an output folder with files the script did not write",
+              [*ONE_EPOCH, "--output-dir", out, *extra],
+              **{"<folder>": out, "<names>": "backup, history.csv"})
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == ["backup", "history.csv"]
+
+
+def test_a_folder_another_run_is_using(capsys, keras_cache, tmp_path):
+    out = tmp_path / "outputs"
+    out.mkdir()
+    # flock belongs to an open file description: this process's own second take of
+    # run.lock is refused just as another process's would be.
+    with folder.claimed(out):
+        holder = (out / folder.LOCK).read_text().strip()
+        started = re.fullmatch(r"PID \d+ on .+, started (.+)", holder)
+        assert started, holder
+        check_row(capsys, "an output folder another run is using",
+                  [*ONE_EPOCH, "--output-dir", out],
+                  **{"outputs": out, "<pid>": os.getpid(), "<host>": socket.gethostname(),
+                     "<time>": started.group(1)})
+        assert (out / folder.LOCK).read_text().strip() == holder  # the first run's, still
+
+
+def fail_to_save_model(*args, **kwargs):
+    """model.save on a full disk: the OS names no file, so the script must."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.fixture(scope="module")
+def stopped_while_saving(tmp_path_factory):
+    """A run whose disk filled as it saved model.keras, after its one epoch was backed
+    up: (folder, data folder, exit code, stderr)."""
+    data_dir = tmp_path_factory.mktemp("readme-errors-data")
+    synthetic.write(synthetic.folder_paths(data_dir), synthetic.make_arrays(train=600, test=200))
+    out = tmp_path_factory.mktemp("readme-errors-full") / "outputs"
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr), \
+            contextlib.redirect_stdout(io.StringIO()):
+        patch.setattr(keras.Model, "save", fail_to_save_model)
+        code = cli([*ONE_EPOCH, "--no-plot", "--data-dir", str(data_dir),
+                    "--output-dir", str(out)])
+    return out, data_dir, code, stderr.getvalue()
+
+
+def test_a_full_disk_while_writing(stopped_while_saving):
+    out, _, code, stderr = stopped_while_saving
+    messages, exit_code = readme_row("a full disk, a read-only folder")
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert code == exit_code and len(lines) == 1, stderr
+    assert_whole_line(messages[0], lines[0], **{"<file>": out / "model.keras"})
+    assert (out / "backup" / backup.METADATA).exists()  # the completed epoch is kept
+    assert not (out / "model.keras").exists() and not list(out.rglob("*partial*"))
+
+
+def damage_state_truncated(out):
+    state = out / "backup" / "epoch-1.npz"
+    state.write_bytes(state.read_bytes()[:1000])
+    return "epoch-1.npz is truncated or changed since epoch 1"
+
+
+def damage_state_deleted(out):
+    (out / "backup" / "epoch-1.npz").unlink()
+    return "epoch-1.npz: No such file or directory"
+
+
+def damage_metadata_emptied(out):
+    (out / "backup" / backup.METADATA).write_text("")
+    return (f"{backup.METADATA} is unreadable: JSONDecodeError: Expecting value: "
+            "line 1 column 1 (char 0)")
+
+
+def damage_log_row_dropped(out):
+    log = out / "history.csv"
+    log.write_text(log.read_text().splitlines(True)[0])
+    return "it holds 1 epoch(s) but history.csv logs epochs []"
+
+
+@pytest.mark.parametrize("damage", [damage_state_truncated, damage_state_deleted,
+                                    damage_metadata_emptied, damage_log_row_dropped])
+def test_a_backup_that_disagrees(damage, stopped_while_saving, capsys, tmp_path):
+    kept, data_dir, _, _ = stopped_while_saving
+    out = tmp_path / "outputs"
+    shutil.copytree(kept, out)
+    problem = damage(out)
+    before = snapshot(out)
+    check_row(capsys, "a backup that disagrees",
+              [*ONE_EPOCH, "--no-plot", "--data-dir", data_dir, "--output-dir", out],
+              **{"outputs/backup": out / "backup", "<what disagrees>": problem})
+    assert snapshot(out) == before  # the backup as it was, for the user to inspect
+
+
+def test_sigterm_during_training(capsys, keras_cache, tmp_path, monkeypatch):
+    out = tmp_path / "outputs"
+    save_backup = backup.Backup.on_epoch_end
+
+    def save_then_sigterm(self, epoch, logs=None):
+        save_backup(self, epoch, logs)
+        # Only while the script's handler is in place: otherwise SIGTERM ends pytest.
+        assert signal.getsignal(signal.SIGTERM) is machinery.cli.raise_termination
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(backup.Backup, "on_epoch_end", save_then_sigterm)
+    handler = signal.getsignal(signal.SIGTERM)
+    check_row(capsys, "SIGTERM during training",
+              [*ONE_EPOCH, "--epochs", "2", "--output-dir", out],
+              **{"after 3 ": "after 1 ", "outputs/": f"{out}/"})
+    assert signal.getsignal(signal.SIGTERM) is handler  # cli.run put pytest's back
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 1
+    assert (out / "training_history.png").stat().st_size > 0
+    assert (out / "backup" / backup.METADATA).exists()
+
+
 CHECKED_IN_TEST_RESUME = ("a backup of a different configuration", "Ctrl-C during training")
 
 
@@ -212,7 +370,10 @@ def test_every_row_of_the_table_is_checked():
                "truncated file, or not a zip", "archive without the array `arr_0`",
                "array of pickled Python objects", "images of the wrong shape or dtype",
                "labels out of range", "images and labels of different counts", "`--limit 1`",
-               *CHECKED_IN_TEST_RESUME)
+               "a backup that disagrees", "an output folder with a finished run",
+               "an output folder with files the script did not write",
+               "an output folder another run is using", "a full disk, a read-only folder",
+               "SIGTERM during training", *CHECKED_IN_TEST_RESUME)
     rows = list(readme_table())
-    assert len(rows) == len(checked) == 16
+    assert len(rows) == len(checked) == 22
     assert all(any(row.startswith(start) for start in checked) for row in rows), rows
