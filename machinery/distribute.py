@@ -14,12 +14,12 @@ from machinery.quiet import tf
 KERAS_CHECKED = "3.15.1"
 
 
-def make_strategy(kind, cpu_devices=2):
+def make_strategy(name, cpu_devices=2):
     """The tf.distribute strategy for --distribute, or None. Must run before
     TensorFlow starts its devices, so it runs first."""
-    if kind is None:
+    if name is None:
         return None
-    if kind == "multiworker":
+    if name == "multiworker":
         try:
             json.loads(os.environ["TF_CONFIG"])
         except KeyError:

@@ -57,6 +57,29 @@ def run_script(*args, env=None, timeout=240, script="model_batchnorm.py"):
     )
 
 
+def wait_for_first_backup(process, out, timeout=180):
+    """Return once the backup in `out` holds a completed epoch; fail if the run ends first."""
+    import time
+    metadata = out / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if metadata.exists():
+            return
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError("no epoch completed in time")
+
+
+def stopped_after_first_epoch(process, out, signal_number):
+    """Send `signal_number` to a run once it has backed up an epoch; its exit code,
+    stdout and stderr."""
+    wait_for_first_backup(process, out)
+    process.send_signal(signal_number)
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, stdout, stderr
+
+
 def cli(argv=None):
     """The training script's command line, in-process: its exit code."""
     import machinery.cli

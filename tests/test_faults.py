@@ -9,12 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from machinery import synthetic
-from conftest import ROOT, cli, error_lines
+from conftest import ROOT, cli, error_lines, stopped_after_first_epoch, wait_for_first_backup
 
 QUICK = ["--epochs", "2", "--batch-size", "100", "--verbose", "2", "--no-plot"]
 # 48 steps per epoch (of 3000 images, batch 50): a signal lands inside an epoch.
@@ -50,18 +49,6 @@ def child(*args, limit_file_size=None, after_training=None):
         [sys.executable, "-c", "\n".join(setup)], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for_backup(process, out, timeout=120):
-    """Return once the backup holds a completed epoch; fail if the run ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        if (out / "backup" / "training_metadata.json").exists():
-            return
-        time.sleep(0.02)
-    process.kill()
-    raise AssertionError("no epoch completed in time")
 
 
 def snapshot(folder):
@@ -151,7 +138,7 @@ def test_a_second_run_on_the_same_folder_is_refused_and_no_lock_outlives_a_kill(
     argv = ["--epochs", "3", "--data-dir", slow_data, "--output-dir", out, *SLOW]
     first = child(*argv)
     try:
-        wait_for_backup(first, out)
+        wait_for_first_backup(first, out)
         assert cli(list(map(str, argv))) == 1
         line = one_error_line(capsys.readouterr().err)
         assert "another run" in line and f"PID {first.pid}" in line
@@ -172,10 +159,8 @@ def terminated(slow_data, tmp_path_factory):
     """A run stopped by SIGTERM, as `timeout`, systemd, Slurm or Kubernetes stop one."""
     out = tmp_path_factory.mktemp("terminated") / "run"
     process = child("--epochs", "30", "--data-dir", slow_data, "--output-dir", out, *SLOW)
-    wait_for_backup(process, out)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
-    return out, process.returncode, stderr
+    code, _, stderr = stopped_after_first_epoch(process, out, signal.SIGTERM)
+    return out, code, stderr
 
 
 @pytest.fixture

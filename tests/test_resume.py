@@ -5,14 +5,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import model_batchnorm as mb
 from machinery import synthetic
-from conftest import ROOT, cli, error_lines, run_script
+from conftest import (ROOT, cli, error_lines, run_script, stopped_after_first_epoch,
+                      wait_for_first_backup)
 from test_readme_errors import assert_whole_line, readme_row
 
 # Enough steps per epoch (48 of 50 images) that a signal lands inside an epoch.
@@ -32,19 +32,6 @@ def start(*args):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-def wait_for_first_backup(process, out, timeout=180):
-    """Return once the backup holds a completed epoch; fail if the run ends first."""
-    metadata = out / "backup" / "training_metadata.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        if metadata.exists():
-            return
-        time.sleep(0.02)
-    process.kill()
-    raise AssertionError("no epoch completed in time")
 
 
 def epochs_logged(out):
@@ -78,10 +65,7 @@ def interrupted(slow_data, tmp_path_factory):
     """A run stopped with Ctrl-C (SIGINT) after at least one epoch."""
     out = tmp_path_factory.mktemp("interrupted") / "run"
     process = start("--epochs", "30", "--data-dir", slow_data, "--output-dir", out, *SLOW)
-    wait_for_first_backup(process, out)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    return out, process.returncode, stdout, stderr
+    return (out, *stopped_after_first_epoch(process, out, signal.SIGINT))
 
 
 @pytest.fixture
