@@ -199,9 +199,12 @@ def startup(repeats, work):
     for repeat in range(repeats):
         for name, command in commands.items():
             start = time.perf_counter()
-            subprocess.run(command + (["--output-dir", str(work / f"smoke-{repeat}")]
-                                      if "--epochs" in command else []),
-                           check=True, capture_output=True, cwd=ROOT)
+            done = subprocess.run(command + (["--output-dir", str(work / f"smoke-{repeat}")]
+                                             if "--epochs" in command else []),
+                                  capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                raise SystemExit(f"error: {name} failed (exit {done.returncode}): "
+                                 f"{done.stderr.strip().splitlines()[-1:]}")
             seconds[name].append(time.perf_counter() - start)
     return "\n".join(["| whole process | seconds (median) |", "|---|---:|"] + [
         f"| `{name}` | {statistics.median(values):.2f} |" for name, values in seconds.items()])

@@ -66,14 +66,17 @@ def quiet_package_logging():
 
 
 @contextlib.contextmanager
-def until_first_step(callbacks):
+def until_first_epoch_ends(callbacks):
     """Filter stderr while fit starts up; a callback appended to `callbacks` ends the
-    filter after the first training step, so that anything later reaches the user at once."""
+    filter when the first epoch ends, so that anything later reaches the user at once.
+    Not after the first step: a callback with a per-batch hook makes Keras stop and
+    hand every step's logs to Python, which cost the default run a quarter of its
+    speed (bench/benchmark.py, README "Speed")."""
     from keras.callbacks import LambdaCallback
 
     with contextlib.ExitStack() as startup:
         startup.enter_context(filtered_stderr())
-        callbacks.append(LambdaCallback(on_train_batch_end=lambda batch, logs: startup.close()))
+        callbacks.append(LambdaCallback(on_epoch_end=lambda epoch, logs: startup.close()))
         yield
 
 

@@ -13,7 +13,7 @@ import time
 
 from machinery import backup, outputs
 from machinery.errors import ScriptError, TerminationSignal
-from machinery.quiet import keras, until_first_step
+from machinery.quiet import keras, until_first_epoch_ends
 
 # What a backup must share with this run to be resumed by it (every setting that
 # changes what training computes), in the order an error names the differences.
@@ -139,7 +139,7 @@ def resumable(out, config, restart=False, pictures=True):
     holds every epoch of the run."""
     session = Session(out, start_or_resume(out, config, restart))
     try:
-        with until_first_step(session.callbacks):
+        with until_first_epoch_ends(session.callbacks):
             yield session
     except KeyboardInterrupt as signal:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
         raise outputs.interruption(out, read_history_csv(out / outputs.HISTORY_CSV), pictures,
