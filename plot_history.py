@@ -233,6 +233,16 @@ def plot_confusion_matrix(y_true, y_pred, names, path=None):
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
+def default_labels(paths):
+    """The files' names; with their folders where two names are the same
+    (batchnorm/history.json, no_batchnorm/history.json). Whole paths would crowd
+    the legend out of the picture."""
+    names = [path.name for path in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{path.parent.name}/{path.name}" for path in paths]
+
+
 def main(argv=None):
     """The command line; bad input raises ScriptError, which run() shows as one line."""
     parser = OneLineParser(description="Plot one training history, or overlay several.")
@@ -248,7 +258,7 @@ def main(argv=None):
         if len(args.histories) == 1 and args.labels is None:
             plot_history(args.histories[0], output, args.title)
         else:
-            labels = args.labels or [str(path) for path in args.histories]
+            labels = args.labels or default_labels(args.histories)
             plot_comparison(args.histories, labels, output, args.title)
     except OSError as err:
         raise ScriptError(f"cannot write {output} ({err.strerror}): "

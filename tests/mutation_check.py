@@ -340,6 +340,12 @@ BUGS = [
         "    if not isinstance(err, OSError) or err.errno not in ENVIRONMENTAL:",
         "    if True:",
         ("tests/test_faults.py::test_a_disk_that_fills_at_the_first_backup_is_one_line",)),
+    Bug("overlay-labels-whole-paths",
+        "plot_history.py labels an overlay with the files' names",
+        "plot_history.py",
+        "labels = args.labels or default_labels(args.histories)",
+        "labels = args.labels or [str(path) for path in args.histories]",
+        ("tests/test_plot.py::test_overlay_labels_default_to_the_file_names",)),
 ]
 
 

@@ -180,3 +180,24 @@ def test_no_plot_writes_no_picture_anywhere(data_dir, tmp_path):
              "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out")])
     assert (tmp_path / "out" / "comparison.json").exists()
     assert list((tmp_path / "out").rglob("*.png")) == []
+
+
+def test_overlay_labels_default_to_the_file_names(tmp_path, monkeypatch):
+    drawn = []
+    real = ph.plot_comparison
+    monkeypatch.setattr(ph, "plot_comparison",
+                        lambda *a, **k: drawn.append(real(*a, **k)))
+    for folder in ("batchnorm", "no_batchnorm"):
+        (tmp_path / "a-rather-long-folder-name" / folder).mkdir(parents=True)
+        (tmp_path / "a-rather-long-folder-name" / folder / "history.json").write_text(
+            json.dumps(HISTORY))
+    (tmp_path / "x.json").write_text(json.dumps(HISTORY))
+    base = tmp_path / "a-rather-long-folder-name"
+    ph.main([str(base / "batchnorm" / "history.json"), str(base / "no_batchnorm" / "history.json"),
+             "-o", str(tmp_path / "o.png")])
+    ph.main([str(tmp_path / "x.json"), str(base / "batchnorm" / "history.json"),
+             "-o", str(tmp_path / "p.png")])
+    legends = [[t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+               for figure in drawn]
+    assert legends == [["batchnorm/history.json", "no_batchnorm/history.json"],
+                       ["x.json", "history.json"]]
