@@ -57,6 +57,14 @@ def run_script(*args, env=None, timeout=240, script="model_batchnorm.py"):
     )
 
 
+def as_from_a_terminal():
+    """For Popen's preexec_fn: Ctrl-C (SIGINT) back to its default in the child. A
+    pytest-xdist worker ignores SIGINT, and a child that inherits that never sees it
+    (Python installs its KeyboardInterrupt handler only where SIGINT is not ignored)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_first_backup(process, out, timeout=180):
     """Return once the backup in `out` holds a completed epoch; fail if the run ends first."""
     import time

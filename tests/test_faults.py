@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from machinery import synthetic
-from conftest import ROOT, cli, error_lines, stopped_after_first_epoch, wait_for_first_backup
+from conftest import (ROOT, as_from_a_terminal, cli, error_lines, stopped_after_first_epoch,
+                      wait_for_first_backup)
 
 QUICK = ["--epochs", "2", "--batch-size", "100", "--verbose", "2", "--no-plot"]
 # 48 steps per epoch (of 3000 images, batch 50): a signal lands inside an epoch.
@@ -47,7 +48,7 @@ def child(*args, limit_file_size=None, after_training=None):
               "runpy.run_path('model_batchnorm.py', run_name='__main__')"]
     return subprocess.Popen(
         [sys.executable, "-c", "\n".join(setup)], cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_from_a_terminal,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 

@@ -11,8 +11,8 @@ import pytest
 
 import model_batchnorm as mb
 from machinery import synthetic
-from conftest import (ROOT, cli, error_lines, run_script, stopped_after_first_epoch,
-                      wait_for_first_backup)
+from conftest import (ROOT, as_from_a_terminal, cli, error_lines, run_script,
+                      stopped_after_first_epoch, wait_for_first_backup)
 from test_readme_errors import assert_whole_line, readme_row
 
 # Enough steps per epoch (48 of 50 images) that a signal lands inside an epoch.
@@ -30,7 +30,7 @@ def start(*args):
     return subprocess.Popen(
         [sys.executable, str(ROOT / "model_batchnorm.py"), *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=as_from_a_terminal,
     )
 
 
