@@ -8,6 +8,7 @@ inference. This module measures that gap, records the statistics for a
 picture, and recomputes the moving statistics from the final weights ("precise
 BN", Wu & Johnson 2021, arXiv:2105.07576).
 """
+import contextlib
 import math
 import time
 
@@ -27,22 +28,30 @@ def norm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
+@contextlib.contextmanager
+def moving_statistics_kept(model):
+    """Put every non-trainable variable (the moving statistics) back as it was: a
+    training-mode call moves them."""
+    saved = [variable.numpy() for variable in model.non_trainable_variables]
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.non_trainable_variables, saved):
+            variable.assign(value)
+
+
 def evaluate_with_batch_statistics(model, images, labels, batch_size):
     """Accuracy and loss on uint8 images with every BatchNormalization layer using the
     batch's own statistics (training mode), as in training; every variable is left as
-    it was (a training-mode call would otherwise move the moving statistics)."""
-    saved = [variable.numpy() for variable in model.non_trainable_variables]
+    it was."""
     correct, loss_sum = 0, 0.0
-    try:
+    with moving_statistics_kept(model):
         for x, y in uint8_batches(images, labels, batch_size):
             probabilities = model(x, training=True)
             loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
             loss_sum += float(tf.reduce_sum(loss))
             correct += int(tf.reduce_sum(tf.cast(
                 tf.argmax(probabilities, axis=-1, output_type=tf.int32) == y, tf.int32)))
-    finally:
-        for variable, value in zip(model.non_trainable_variables, saved):
-            variable.assign(value)
     return correct / len(images), loss_sum / len(images)
 
 
@@ -75,12 +84,8 @@ def layer_statistics(model, probe, inputs_model=None):
     and the channel-averaged mean and variance of the probe batch's inputs to it in
     training mode (what the layer normalises with). Variables are left as they were."""
     norms = norm_layers(model)
-    saved = [variable.numpy() for variable in model.non_trainable_variables]
-    try:
+    with moving_statistics_kept(model):
         inputs = (inputs_model or layer_inputs(model))(probe, training=True)
-    finally:
-        for variable, value in zip(model.non_trainable_variables, saved):
-            variable.assign(value)
     rows = []
     for layer, features in zip(norms, inputs):
         features = features.numpy().reshape(-1, features.shape[-1])
@@ -116,7 +121,7 @@ class Monitor(keras.callbacks.Callback):
 def monitor(x_train, y_train, config):
     """The Monitor for a run: the probe is the first batch of training images."""
     split_at = training_image_count(len(x_train), config["validation_split"])
-    probe = x_train[: config["batch_size"]].reshape(-1, 28, 28, 1).astype("float32") / 255
+    probe, _ = next(iter(uint8_batches(x_train, y_train, config["batch_size"])))
     return Monitor(probe, (x_train[split_at:], y_train[split_at:]), config["batch_size"],
                    config["track_batch_stats"])
 

@@ -39,9 +39,14 @@ def read_idx(path, magic, advice):
     return array if magic == 2049 else array.reshape(count, 28, 28)
 
 
+def read_fashion_file(path, advice):
+    """A labels file (magic 2049) or an images file (2051), told apart by its name."""
+    return read_idx(path, 2049 if "labels" in path.name else 2051, advice)
+
+
 def read_fashion(paths, advice):
     labels_train, images_train, labels_test, images_test = (
-        read_idx(path, 2049 if "labels" in path.name else 2051, advice) for path in paths)
+        read_fashion_file(path, advice) for path in paths)
     return {"train_imgs": images_train, "train_labels": labels_train,
             "test_imgs": images_test, "test_labels": labels_test}
 
@@ -60,6 +65,13 @@ def sources(paths):
             "test_labels": paths[2], "test_imgs": paths[3]}
 
 
+def read_files(dataset, paths, advice):
+    """(sources, arrays) from the data set's files, wherever they are."""
+    if dataset == "mnist":
+        return sources(paths), read_mnist(paths[0], advice)
+    return sources(paths), read_fashion(paths, advice)
+
+
 def from_folder(dataset, data_dir):
     folder = Path(data_dir)
     paths = [folder / Path(name).name for name in KERAS_DATASET_FILES[dataset]]
@@ -68,9 +80,8 @@ def from_folder(dataset, data_dir):
         raise ScriptError(f"--data-dir {folder} lacks {', '.join(missing or ['it'])}: put "
                           f"the files keras.datasets.{dataset} caches there "
                           f"({', '.join(Path(name).name for name in KERAS_DATASET_FILES[dataset])})")
-    advice = f"replace it with the file keras.datasets.{dataset} downloads"
-    read = read_mnist if dataset == "mnist" else read_fashion
-    return sources(paths), read(paths[0] if dataset == "mnist" else paths, advice)
+    return read_files(dataset, paths,
+                      f"replace it with the file keras.datasets.{dataset} downloads")
 
 
 def download(dataset):
@@ -103,7 +114,6 @@ def load(dataset, data_dir=None, redownload=False):
     if dataset == "fashion_mnist":  # Keras' own loader would raise on a damaged file
         for path in paths:
             if path.exists():
-                read_idx(path, 2049 if "labels" in path.name else 2051, ADVICE)
+                read_fashion_file(path, ADVICE)
     download(dataset)
-    read = read_mnist if dataset == "mnist" else read_fashion
-    return sources(paths), read(paths[0] if dataset == "mnist" else paths, ADVICE)
+    return read_files(dataset, paths, ADVICE)
