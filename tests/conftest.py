@@ -20,7 +20,7 @@ os.environ.pop("NO_PROXY", None)
 os.environ["MPLBACKEND"] = "Agg"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from machinery import synthetic  # noqa: E402
+from testdata import synthetic  # noqa: E402
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import cli, error_lines
-from machinery import batchnorm_stats, mnist_digits, synthetic
+from machinery import batchnorm_stats
+from testdata import mnist_digits, synthetic
 
 REAL = ["--epochs", "8", "--seed", "1", "--no-plot", "--verbose", "0"]
 

@@ -18,7 +18,7 @@ HISTORY_KEYS = {"accuracy", "loss", "val_accuracy", "val_loss"}
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """One short in-process run on synthetic data, shared by the checks below."""
-    from machinery import synthetic
+    from testdata import synthetic
     from conftest import KERAS_HOME
     paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), synthetic.make_arrays(600, 200))
     out = tmp_path_factory.mktemp("short-run")
@@ -196,7 +196,7 @@ def test_no_plot_writes_no_picture_even_with_compare(keras_cache, tmp_path):
 def k49_in_the_keras_cache():
     """Synthetic K49 under the names extra-keras-datasets gives K49's files in the cache."""
     from conftest import KERAS_HOME
-    from machinery import synthetic
+    from testdata import synthetic
     arrays = synthetic.make_arrays(train=400, test=120, classes=49)
     names = {"train_imgs": "kmnist.npz_k49_train_imgs",
              "train_labels": "kmnist.npz_k49_train_labels",
@@ -279,7 +279,7 @@ def test_verbose_is_1_on_a_terminal(data_dir, tmp_path):
 def count_train_calls(fast, images, batch_size):
     """How many times fit hands control back to Python (on_train_batch_end) in one epoch."""
     import argparse
-    from machinery import synthetic
+    from testdata import synthetic
 
     class Calls(keras.callbacks.Callback):
         def __init__(self):

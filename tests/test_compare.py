@@ -9,7 +9,8 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import KERAS_HOME, cli, error_lines
-from machinery import compare, synthetic
+from machinery import compare
+from testdata import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import KERAS_HOME, cli, error_lines
-from machinery import data, synthetic
+from machinery import data
+from testdata import synthetic
 
 
 def test_load_data_reads_the_keras_cache_through_extra_keras_datasets(keras_cache):

@@ -13,7 +13,7 @@ from tensorflow.core.util import event_pb2
 
 import model_batchnorm as mb
 from conftest import KERAS_HOME, ROOT, cli, error_lines, run_script
-from machinery import synthetic
+from testdata import synthetic
 
 README = (ROOT / "README.md").read_text()
 SMALL = ["--epochs", "1", "--verbose", "2"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from machinery import fast, synthetic
+from machinery import fast
+from testdata import synthetic
 
 
 def layer_pair(shape):

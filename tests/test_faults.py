@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from machinery import synthetic
+from testdata import synthetic
 from conftest import (ROOT, as_from_a_terminal, cli, error_lines, stopped_after_first_epoch,
                       wait_for_first_backup)
 

@@ -26,7 +26,8 @@ import pytest
 
 import machinery.cli
 from conftest import KERAS_HOME, ROOT, cli
-from machinery import backup, folder, synthetic
+from machinery import backup, folder
+from testdata import synthetic
 
 
 def readme_section():

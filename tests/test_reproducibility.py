@@ -8,7 +8,7 @@ import numpy as np
 
 import model_batchnorm as mb
 from conftest import ROOT
-from machinery import synthetic
+from testdata import synthetic
 
 
 def write_data(folder, train=600, test=200):

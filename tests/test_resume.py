@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from machinery import synthetic
+from testdata import synthetic
 from conftest import (ROOT, as_from_a_terminal, cli, error_lines, run_script,
                       stopped_after_first_epoch, wait_for_first_backup)
 from test_readme_errors import assert_whole_line, readme_row

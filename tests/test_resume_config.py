@@ -11,7 +11,7 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import cli, error_lines
-from machinery import synthetic
+from testdata import synthetic
 
 
 class CtrlCAfterFirstEpoch(keras.callbacks.Callback):

