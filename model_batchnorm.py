@@ -5,7 +5,7 @@ build two convolutional blocks with BatchNormalization, train with Adam and
 sparse categorical cross-entropy (batch 250, 25 epochs, the last 20% of the
 training images for validation), test, print the result and plot the history.
 
-This file holds the lesson's steps in the lesson's order. The flags (README.md,
+This file holds the lesson's steps in the lesson's order. The flags (docs/flags-and-outputs.md,
 `--help`) add smoke runs, offline data, resuming, Kuzushiji-49, a comparison
 without BatchNormalization, --fast and --distribute; their machinery lives in
 the package `machinery/`, one module per job.
@@ -128,10 +128,11 @@ def train_and_test(args, arrays, out, batchnorm=True):
         callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks]
         history = train(model, x_train, y_train, args, callbacks)
     history.history = session.history  # every epoch, those before a resume too
-    if args.recompute_bn_stats:  # moving statistics from the final weights (README)
+    # Moving statistics lag on short runs: see docs/batchnorm-statistics.md.
+    if args.recompute_bn_stats:  # recomputed from the final weights
         batchnorm_stats.recompute_from_training_images(model, x_train, config)
     evaluation = test(model, x_test, y_test, args)
-    # Prints a note when inference's moving statistics lag the batches' (README).
+    # Prints a note when inference's moving statistics lag the batches'.
     evaluation["batchnorm_diagnosis"] = batchnorm_stats.diagnose(
         model, x_train, y_train, config, epochs=len(history.history["loss"]))
     evaluation["batchnorm_statistics"] = monitor.statistics

@@ -170,7 +170,7 @@ def note(result):
         "(mean 0, variance 1) is still in them, and they trail the changing weights. "
         "Remedies: --bn-momentum 0.9 (they forget faster), or --recompute-bn-stats "
         "(recomputed from the training images after training). "
-        "README: 'Batch versus moving statistics'."
+        "See docs/batchnorm-statistics.md."
     )
 
 

@@ -100,7 +100,7 @@ def add_run_flags(add):
              f"(default {COMPARE_SEED}) and compare them")
     add("--fast", action="store_true",
         help="same model and optimisation, executed faster: fused BatchNormalization, "
-             "uint8 images in a tf.data pipeline, several steps per call (README, 'Speed')")
+             "uint8 images in a tf.data pipeline, several steps per call (docs/speed.md)")
     add("--distribute", choices=("mirrored", "multiworker"), default=None,
         help="mirrored: all local GPUs (or --cpu-devices logical CPUs); multiworker: the "
              "cluster in TF_CONFIG, the chief writes the outputs. The global batch stays "
@@ -148,7 +148,7 @@ def parse_args(argv, defaults):
                           "shows the logs: pip install tensorboard")
     if args.dataset == OWN and args.data_dir is None:
         parser.error("--dataset own needs --data-dir FOLDER holding data.npz "
-                     "(README, 'Your own data')")
+                     "(docs/data.md)")
     return args
 
 

@@ -24,11 +24,9 @@ def make_strategy(name, cpu_devices=2):
             json.loads(os.environ["TF_CONFIG"])
         except KeyError:
             raise ScriptError("--distribute multiworker needs the cluster in the TF_CONFIG "
-                              "environment variable: see README, "
-                              "'Several devices and machines'") from None
+                              "environment variable: see docs/distributed.md") from None
         except ValueError as err:
-            raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see README, "
-                              "'Several devices and machines'") from None
+            raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see docs/distributed.md") from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     if tf.config.list_physical_devices("GPU"):
         return tf.distribute.MirroredStrategy()

@@ -1,7 +1,7 @@
 """--fast: the same model and optimisation, executed faster.
 
 Each choice was measured with bench/benchmark.py and kept because it helped on
-a CPU (README, "Speed"): fused BatchNormalization, uint8 images scaled in a
+a CPU (docs/speed.md): fused BatchNormalization, uint8 images scaled in a
 prefetching tf.data pipeline, and several steps per call into TensorFlow.
 XLA (jit_compile) and bfloat16 were measured too, and did not help.
 """

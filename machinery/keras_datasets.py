@@ -14,7 +14,7 @@ from machinery.quiet import keras
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 # The official mnist.npz's SHA-256, as keras.datasets.mnist checks it: a cached file
 # that differs is downloaded again. The tests, and only they, name their fixture's
-# hash in this environment variable (README, "Tests").
+# hash in this environment variable (docs/development.md, "Tests").
 MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 TEST_HASH_VARIABLE = "MODEL_BATCHNORM_TEST_MNIST_SHA256"
 ADVICE = "run again with --redownload to fetch Keras' copy"

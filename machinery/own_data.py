@@ -1,4 +1,4 @@
-"""--dataset own: your own 28x28 grayscale images in one folder (README, "Your own data").
+"""--dataset own: your own 28x28 grayscale images in one folder (docs/data.md, "Your own data").
 
 The folder holds data.npz with four arrays, the layout of Keras' mnist.npz:
 x_train (N, 28, 28) uint8, y_train (N,) integers, x_test, y_test likewise; the
@@ -12,7 +12,7 @@ from machinery.datasets import OWN_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE  
 from machinery.errors import ScriptError
 from machinery.npz import read_npz
 
-ADVICE = "see README, 'Your own data'"
+ADVICE = "see docs/data.md, 'Your own data'"
 
 
 def load(data_dir):

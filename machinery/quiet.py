@@ -71,7 +71,7 @@ def until_first_epoch_ends(callbacks):
     filter when the first epoch ends, so that anything later reaches the user at once.
     Not after the first step: a callback with a per-batch hook makes Keras stop and
     hand every step's logs to Python, which cost the default run a quarter of its
-    speed (bench/benchmark.py, README "Speed")."""
+    speed (bench/benchmark.py, docs/speed.md)."""
     from keras.callbacks import LambdaCallback
 
     with contextlib.ExitStack() as startup:

@@ -1,10 +1,10 @@
-"""A mutation check: does the suite notice when a README promise breaks?
+"""A mutation check: does the suite notice when a documented promise breaks?
 
     python tests/mutation_check.py                # every bug below
     python tests/mutation_check.py --only NAME    # one (or several: --only A B)
     python tests/mutation_check.py --list         # the bugs, without running anything
 
-Each entry of BUGS is a small deliberate bug against one promise of README.md:
+Each entry of BUGS is a small deliberate bug against one promise of README.md and docs/:
 the file, its exact original text, the replacement, and the tests that pin the
 promise. For each, the project is copied to a temporary folder (without .venv,
 .git and outputs), the original text is replaced there (it must occur exactly
@@ -32,7 +32,7 @@ TIMEOUT_S = 600
 @dataclass
 class Bug:
     name: str
-    promise: str  # what README.md promises, in its words
+    promise: str  # what README.md or docs/ promises, in its words
     file: str
     original: str
     replacement: str

@@ -15,7 +15,7 @@ import model_batchnorm as mb
 from conftest import KERAS_HOME, ROOT, cli, error_lines, run_script
 from testdata import synthetic
 
-README = (ROOT / "README.md").read_text()
+DATA_DOCS = (ROOT / "docs" / "data.md").read_text()
 SMALL = ["--epochs", "1", "--verbose", "2"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
            "Sneaker", "Bag", "Ankle boot"]  # README, as Zalando names them
@@ -105,7 +105,7 @@ def test_truncated_fashion_file_is_one_line(fashion_cache, tmp_path, capsys):
     assert str(bad) in line and "--redownload" in line
 
 
-PNG_EXAMPLE = re.search(r"## Your own data.*?```python\n(.*?)```", README, re.S)
+PNG_EXAMPLE = re.search(r"## Your own data.*?```python\n(.*?)```", DATA_DOCS, re.S)
 
 
 def make_png_tree(root):
@@ -123,7 +123,7 @@ def make_png_tree(root):
 
 
 def test_readme_png_example_makes_a_folder_that_trains(tmp_path):
-    assert PNG_EXAMPLE, "README's 'Your own data' has no python example"
+    assert PNG_EXAMPLE, "docs/data.md's 'Your own data' has no python example"
     script = tmp_path / "make_data_npz.py"
     script.write_text(PNG_EXAMPLE.group(1))
     make_png_tree(tmp_path / "images")
@@ -190,7 +190,7 @@ def test_wrong_own_data_folder_is_one_clear_line(case, changes, words, tmp_path,
                 "--output-dir", str(tmp_path / "out")])
     assert code == 1
     line, = error_lines(capsys.readouterr().err)
-    assert words in line and "README, 'Your own data'" in line
+    assert words in line and "see docs/data.md, 'Your own data'" in line
 
 
 def test_class_names_file_must_name_every_class(tmp_path, capsys):

@@ -1,7 +1,7 @@
-"""The README's "When things go wrong" table, line for line: each bad input gets exactly the
+"""The "When things go wrong" table of docs/troubleshooting.md, line for line: each bad input gets exactly the
 line the table shows (its paths replaced by this test's), and the exit code it shows.
 
-The expected lines are read from README.md itself, so the README and the program cannot
+The expected lines are read from docs/troubleshooting.md itself, so the README and the program cannot
 drift apart. In the table, `...` and `[...]` stand for text that varies (a URL, a list of
 names), `<file>` for the file's path and `<fix>` for the advice the README defines below
 the table. Two rows need a backup and a killed run; tests/test_resume.py checks them
@@ -31,7 +31,7 @@ from testdata import synthetic
 
 
 def readme_section():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
     return text.split("\n## When things go wrong\n", 1)[1].split("\n## ", 1)[0]
 
 
