@@ -381,6 +381,18 @@ BUGS = [
         "    except (ScriptError, plot_history.HistoryError) as err:",
         "    except ScriptError as err:",
         ("tests/test_plot_cli.py::test_the_lessons_command_line_shows_a_helpers_error_as_one_line",)),
+    Bug("benchmark-hides-torch-build",
+        "the benchmark's first line says which torch build ran (CPU-only or CUDA)",
+        "bench/benchmark.py",
+        """        merged["torch"] += f" ({'CUDA ' + cuda if cuda else 'CPU-only'} build)"\n""",
+        "",
+        ("tests/test_bench.py::test_machine_line_says_which_torch_build_ran",)),
+    Bug("run-json-field-undocumented",
+        "docs/flags-and-outputs.md names every field of run.json",
+        "machinery/outputs.py",
+        '        "versions": versions(),\n',
+        '        "versions": versions(), "undocumented_seconds": 0.0,\n',
+        ("tests/test_cli.py::test_docs_name_every_run_json_field",)),
 ]
 
 
