@@ -63,16 +63,16 @@ def test_plot_history_alone_in_a_folder_runs_its_help_and_one_line_errors(tmp_pa
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(ROOT / "plot_history.py", alone)
-    (alone / "history.json").write_text(json.dumps(HISTORY))
 
     def command(*args):
         # -I: only the copied file's folder is on sys.path, not this project.
         return subprocess.run([sys.executable, "-I", "plot_history.py", *args], cwd=alone,
                               capture_output=True, text=True, timeout=120)
 
-    helped = command("--help")
+    helped = command("--help")  # in a folder holding nothing but the file
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("usage: plot_history.py") and "--labels" in helped.stdout
+    (alone / "history.json").write_text(json.dumps(HISTORY))
     drawn = command("history.json", "--title", TITLE)
     assert drawn.returncode == 0, drawn.stderr
     assert imread(alone / "history.png").shape[0] > 100
