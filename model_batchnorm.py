@@ -21,7 +21,7 @@ from keras import layers
 
 import plot_history
 from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, outputs,
-                       resume, startup)
+                       predict, resume, startup)
 
 # The lesson's configuration; the flags default to these. "no_" means "number of".
 img_width, img_height = 28, 28
@@ -156,6 +156,8 @@ def main(argv=None):
     defaults = dict(epochs=no_epochs, batch_size=batch_size,
                     validation_split=validation_split, verbosity=verbosity)
     args = cli.parse_args(argv, defaults)
+    if args.predict:  # the trained model on your own images: trains and writes nothing
+        return predict.classify(args.predict, preprocess)
     with startup.prepared(args):
         loaded = load_data(args.dataset, args.data_dir, args.redownload)
         run_data = data.for_this_run(loaded, args)  # also sets args.classes
