@@ -17,6 +17,7 @@ batchnorm_stats BatchNormalization's moving against batch statistics
 compare         --compare: the network with and without BatchNormalization
 fast            --fast: the same computation, executed faster
 distribute      --distribute: tf.distribute strategies (the only use of Keras internals)
+predict         --predict: a trained model on your own image files, read-only
 
 Data for the tests and the benchmark lives apart, in testdata/. Importing the
 package runs nothing; model_batchnorm.py imports from it, never the other way round.
