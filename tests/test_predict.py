@@ -205,6 +205,39 @@ def test_an_own_data_fast_model_predicts_with_its_class_names(own_fast_run, digi
         assert not inverted
 
 
+
+@pytest.fixture(scope="module")
+def photo_like(mnist_run, digits, tmp_path_factory):
+    """Ten held-back digits as a user might have them, through one --predict: black ink on
+    a transparent background (RGBA), and light on dark at twice the size in RGB."""
+    images = digits["test_imgs"][:10]
+    folder = tmp_path_factory.mktemp("predict-photo-like")
+    transparent = [folder / f"ink-{i}.png" for i in range(10)]
+    enlarged = [folder / f"large-{i}.png" for i in range(10)]
+    for image, ink, large in zip(images, transparent, enlarged):
+        black = np.zeros((28, 28, 3), np.uint8)
+        Image.fromarray(np.dstack([black, image]), "RGBA").save(ink)  # opaque where inked
+        Image.fromarray(image).convert("RGB").resize((56, 56), Image.Resampling.NEAREST).save(
+            large)
+    done = run_script("--predict", mnist_run, *transparent, *enlarged)
+    assert done.returncode == 0, done.stderr
+    expected = keras.models.load_model(mnist_run / "model.keras").predict(
+        lesson_scaled(images), verbose=0).argmax(axis=1)
+    return parse(done.stdout)[1], transparent, enlarged, [str(i) for i in expected]
+
+
+def test_transparent_pixels_count_as_white(photo_like):
+    lines, transparent, _, expected = photo_like
+    assert [lines[str(path)][0][0][0] for path in transparent] == expected
+    assert all(lines[str(path)][1] for path in transparent)  # dark ink on a white page
+
+
+def test_larger_colour_images_are_made_28x28_grayscale(photo_like):
+    lines, _, enlarged, expected = photo_like
+    top1 = [lines[str(path)][0][0][0] for path in enlarged]
+    assert sum(a == b for a, b in zip(top1, expected)) >= 9, (top1, expected)
+    assert not any(lines[str(path)][1] for path in enlarged)
+
 # --- bad input: each row of docs/troubleshooting.md's table for --predict, line for line ---
 
 @pytest.fixture
