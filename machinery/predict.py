@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from machinery.datasets import KMNIST_CLASS_NAMES, class_names
+from machinery.datasets import DATASETS, KMNIST_CLASS_NAMES, class_names
 from machinery.errors import ScriptError, UsageError
 from machinery.outputs import MODEL, RUN_JSON
 from machinery.quiet import filtered_stderr, keras
@@ -61,7 +61,9 @@ def names_beside(path):
     try:
         run = json.loads(record.read_text(encoding="utf-8"))
         config = run["config"]
-        pairs = config.get("class_names") or class_names(run["dataset"], config["classes"])
+        # A run.json written before run.json recorded the names: the data set's.
+        pairs = config.get("class_names") or class_names(
+            run["dataset"], DATASETS[run["dataset"]]["classes"])
         names = [display(pair) for pair in pairs]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         raise ScriptError(f"{record} cannot be read for the class names ({type(err).__name__}: "

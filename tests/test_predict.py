@@ -238,6 +238,7 @@ def test_larger_colour_images_are_made_28x28_grayscale(photo_like):
     assert sum(a == b for a, b in zip(top1, expected)) >= 9, (top1, expected)
     assert not any(lines[str(path)][1] for path in enlarged)
 
+
 # --- bad input: each row of docs/troubleshooting.md's table for --predict, line for line ---
 
 @pytest.fixture
@@ -369,3 +370,15 @@ def test_every_predict_row_is_checked():
     rows = [row for row in readme_table() if row.startswith(CHECKED_IN_TEST_PREDICT)]
     assert len(rows) == len(checked) == 12
     assert all(sum(row.startswith(start) for start in checked) == 1 for row in rows), rows
+
+
+def test_a_run_json_without_class_names_names_them_by_its_data_set(
+        mnist_run, png, tmp_path, capsys):
+    # run.json as the script wrote it before it recorded class names: a KMNIST run.
+    out = model_folder(tmp_path, mnist_run, run_json='{"dataset": "kmnist", "config": {}}')
+    assert cli(["--predict", str(out), str(png)]) == 0
+    header, lines = parse(capsys.readouterr().out)
+    assert header == (f"{out}/model.keras: 10 classes, names from {out}/run.json "
+                      "(dataset kmnist)")
+    (ranked, _), = lines.values()
+    assert all(name in KMNIST_NAMES for name, _ in ranked)
