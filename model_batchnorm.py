@@ -111,7 +111,7 @@ def test(model, x_test, y_test, args):
 
 def make_model(args, batchnorm=True):
     norm_class = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
-    with distribute.scope(args.strategy):
+    with distribute.scope(args.strategy), fast.precision_policy(args.precision):
         model = build_model(input_shape, args.classes, batchnorm,
                             lambda: norm_class(momentum=args.bn_momentum))
         compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)
