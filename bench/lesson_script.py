@@ -25,13 +25,14 @@ from machinery.datasets import folder_paths  # noqa: E402
 
 class EpochTimer(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
-        self.seconds = []
+        self.seconds, self.cpu_seconds = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start = (time.perf_counter(), time.process_time())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
+        self.seconds.append(time.perf_counter() - self.start[0])
+        self.cpu_seconds.append(time.process_time() - self.start[1])
 
 
 def main():
@@ -80,6 +81,7 @@ def main():
     (args.output_dir / "run.json").write_text(json.dumps({
         "test_loss": test_loss, "test_accuracy": test_accuracy,
         "train_images": int(len(x_train) * 0.8), "epoch_seconds": timer.seconds,
+        "epoch_cpu_seconds": timer.cpu_seconds,
         "evaluation_seconds": evaluation_seconds,
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                      "keras": keras.__version__, "numpy": np.__version__}}))

@@ -116,13 +116,14 @@ def main(argv=None):
     autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16
                 else contextlib.nullcontext)
     history = {"accuracy": [], "loss": [], "val_accuracy": [], "val_loss": []}
-    epoch_seconds = []
+    epoch_seconds, epoch_cpu_seconds = [], []
     for epoch in range(args.epochs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss, accuracy = train_epoch(model, optimizer, x_train, y_train, args.batch_size,
                                      autocast)
         val_loss, val_accuracy = evaluate(model, x_val, y_val, args.batch_size, autocast)
         epoch_seconds.append(time.perf_counter() - start)
+        epoch_cpu_seconds.append(time.process_time() - cpu_start)
         for key, value in zip(history, (accuracy, loss, val_accuracy, val_loss)):
             history[key].append(value)
         if args.verbose:
@@ -139,6 +140,7 @@ def main(argv=None):
     (args.output_dir / "run.json").write_text(json.dumps({
         "test_loss": test_loss, "test_accuracy": test_accuracy,
         "train_images": split_at, "epoch_seconds": epoch_seconds,
+        "epoch_cpu_seconds": epoch_cpu_seconds,
         "evaluation_seconds": evaluation_seconds, "bf16": args.bf16, "compile": args.compile,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__},
