@@ -84,12 +84,13 @@ def command_for(variant, args):
     return [str(python), *map(str, VARIANTS[variant])]
 
 
-def sample_until_done(process, samples):
-    """(wall, CPU, run-queue wait) of the process every 0.1 s until it ends."""
-    while process.poll() is None:
+def sample_until_done(pid, samples, done):
+    """(wall, CPU, run-queue wait) of the process every 0.1 s until `done` is set (not
+    by polling it: that would reap the child before os.wait4 reads its peak memory)."""
+    while not done.is_set():
         try:
-            samples.append((time.perf_counter(), *cpu_sampler.read(process.pid)))
-        except OSError:  # it ended between poll and read
+            samples.append((time.perf_counter(), *cpu_sampler.read(pid)))
+        except OSError:  # it has ended
             break
         time.sleep(0.1)
 
@@ -100,13 +101,14 @@ def run_once(variant, data_dir, epochs, work, seed, args, train_count):
     command = [*command_for(variant, args), "--data-dir", str(data_dir), "--epochs",
                str(epochs), "--output-dir", str(out), "--no-plot", "--verbose", "0",
                "--seed", str(seed)]
-    load, samples = os.getloadavg()[0], []
+    load, samples, done = os.getloadavg()[0], [], threading.Event()
     with open(work / "log.txt", "a") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
-        sampler = threading.Thread(target=sample_until_done, args=(process, samples))
+        sampler = threading.Thread(target=sample_until_done, args=(process.pid, samples, done))
         sampler.start()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
         sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"error: {variant} failed (exit {process.returncode}); "

@@ -369,7 +369,7 @@ BUGS = [
         "machinery/fast.py",
         '        config = {**layer.get_config(), "dtype": "float32"}',
         '        config = layer.get_config()',
-        ("tests/test_precision.py::test_bfloat16_run_records_it_and_saves_a_float32_model",)),
+        ("tests/test_precision.py::test_a_bfloat16_model_is_saved_as_float32",)),
     Bug("epoch-cpu-is-wall",
         "run.json records each epoch's process CPU seconds beside its wall seconds",
         "machinery/resume.py",

@@ -105,3 +105,18 @@ def test_bfloat16_run_records_it_and_saves_a_float32_model(digit_runs):
     predicted = model.predict(mb.preprocess(images), verbose=0)
     assert predicted.dtype == np.float32
     np.testing.assert_allclose(predicted.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_bfloat16_model_is_saved_as_float32(tmp_path):
+    from machinery import outputs
+    with fast.precision_policy("bfloat16"):
+        model = mb.compile_model(mb.build_model(mb.input_shape, 10))
+    assert model.layers[0].compute_dtype == "bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # the policy is put back
+    outputs.save_model(model, tmp_path / "model.keras", fused=False)
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert {layer.dtype_policy.name for layer in reloaded.layers} == {"float32"}
+    x = mb.preprocess(mnist_digits.arrays()["test_imgs"][:4])
+    assert reloaded.predict(x, verbose=0).dtype == np.float32
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=0.02)  # the same weights; bfloat16 keeps ~3 digits
