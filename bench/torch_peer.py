@@ -39,10 +39,10 @@ def to_tensors(images, labels):
     return x, torch.from_numpy(labels.astype("int64"))
 
 
-def build(classes=10):
-    def norm(channels, dims=2):
-        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels, eps=1e-3,
-                                                                  momentum=0.01)
+def build(classes=10, keras_momentum=0.99):
+    def norm(channels, dims=2):  # PyTorch's momentum weighs the new batch, Keras' the old
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(
+            channels, eps=1e-3, momentum=1 - keras_momentum)
 
     model = nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), norm(32), nn.MaxPool2d(2), norm(32),
@@ -97,6 +97,7 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (the strongest peer a PyTorch user has)")
     parser.add_argument("--seed", type=int, default=None, help="seed torch's generators")
+    parser.add_argument("--bn-momentum", type=float, default=0.99, help="in Keras' sense")
     parser.add_argument("--no-plot", action="store_true", help="accepted for the harness")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
@@ -110,7 +111,7 @@ def main(argv=None):
         y_all[split_at:]
     x_test, y_test = to_tensors(arrays["test_imgs"], arrays["test_labels"])
 
-    network = build()
+    network = build(keras_momentum=args.bn_momentum)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
     model = torch.compile(network) if args.compile else network
     autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16
