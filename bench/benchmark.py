@@ -19,7 +19,8 @@ Variants: `lesson` (bench/lesson_script.py, the lesson's steps alone), `default`
 (python model_batchnorm.py), `fast` (--fast), `fast-bf16` and `default-bf16`
 (--precision bfloat16), `fast-inter1` and `fast-tfdata1` (bench/threads.py: one
 inter-op thread; a private tf.data pool of one thread), and `pytorch`,
-`pytorch-bf16`, `pytorch-compile` (bench/torch_peer.py, run by --torch-python).
+`pytorch-bf16`, `pytorch-compile` (bench/torch_peer.py, run by --torch-python), and
+`pytorch-bf16-1thread` (OMP_NUM_THREADS=1).
 """
 import argparse
 import json
@@ -57,7 +58,10 @@ VARIANTS = {
     "pytorch": [TORCH],
     "pytorch-bf16": [TORCH, "--bf16"],
     "pytorch-compile": [TORCH, "--compile"],
+    "pytorch-bf16-1thread": [TORCH, "--bf16"],
 }
+# PyTorch's OpenMP threads wait badly where other processes hold the cores: one thread.
+VARIANT_ENVIRONMENT = {"pytorch-bf16-1thread": {"OMP_NUM_THREADS": "1"}}
 DEFAULT_VARIANTS = ["lesson", "default", "fast", "fast-bf16", "pytorch-bf16"]
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -103,7 +107,8 @@ def run_once(variant, data_dir, epochs, work, seed, args, train_count):
                "--seed", str(seed), "--bn-momentum", str(args.bn_momentum)]
     load, samples, done = os.getloadavg()[0], [], threading.Event()
     with open(work / "log.txt", "a") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
+        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT, env={
+            **os.environ, **VARIANT_ENVIRONMENT.get(variant, {})})
         sampler = threading.Thread(target=sample_until_done, args=(process.pid, samples, done))
         sampler.start()
         _, status, usage = os.wait4(process.pid, 0)

@@ -5,7 +5,7 @@ import statistics
 
 import flops
 
-BFLOAT16_VARIANTS = ("fast-bf16", "default-bf16", "pytorch-bf16")
+BFLOAT16_VARIANTS = ("fast-bf16", "default-bf16", "pytorch-bf16", "pytorch-bf16-1thread")
 PROJECT_VARIANTS = ("default", "fast", "fast-bf16", "default-bf16", "fast-inter1",
                     "fast-tfdata1")
 STALL_SECONDS = 1.0  # a stretch this long under a tenth of a core is a stall
