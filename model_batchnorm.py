@@ -7,7 +7,7 @@ training images for validation), test, print the result and plot the history.
 
 This file holds the lesson's steps in the lesson's order. The flags (docs/flags-and-outputs.md,
 `--help`) add smoke runs, offline data, resuming, Kuzushiji-49, a comparison
-without BatchNormalization, --fast and --distribute; their machinery lives in
+without BatchNormalization, --fast, --precision and --distribute; their machinery lives in
 the package `machinery/`, one module per job.
 """
 import sys

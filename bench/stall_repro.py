@@ -1,11 +1,12 @@
 """A minimal reproduction of tf.data's stall between epochs, for a TensorFlow maintainer.
 
 Plain TensorFlow and Keras, no project code: a small CNN, random 28x28 images, batch
-250, model.fit for a few epochs. A sampler thread reads the process's CPU time
-and run-queue wait (/proc, bench/cpu_sampler.py) every 0.1 s; each epoch prints its wall and CPU seconds and its
-longest stretch with the process under a tenth of a core while not waiting for one. With --stack, the first
-stretch that lasts 0.5 s has its native stacks dumped by py-spy (`py-spy dump
---native`; pip install py-spy, and ptrace must be allowed).
+250, model.fit for a few epochs. A sampler thread reads the process's CPU time and
+run-queue wait (/proc, bench/cpu_sampler.py) every 0.1 s; each epoch prints its wall
+and CPU seconds and its longest stretch with the process under a tenth of a core
+while not waiting for one. With --stack, the first stretch that lasts 0.5 s has its
+native stacks dumped by py-spy (`py-spy dump --native`; pip install py-spy, and
+ptrace must be allowed).
 
     python bench/stall_repro.py --input arrays        # fit(x, y, validation_split=0.2)
     python bench/stall_repro.py --input dataset       # tf.data, a new iterator each epoch
