@@ -7,9 +7,9 @@ training images for validation), test, print the result and plot the history.
 
 This file holds the lesson's steps in the lesson's order. The flags (docs/flags-and-outputs.md,
 `--help`) add smoke runs, offline data, resuming, Kuzushiji-49, a comparison
-without BatchNormalization, --fast, --distribute and --predict (the trained model
-on your own images); their machinery lives in the package `machinery/`, one
-module per job.
+without BatchNormalization, --fast, --precision, --distribute and --predict (the
+trained model on your own images); their machinery lives in the package
+`machinery/`, one module per job.
 """
 import sys
 import time
@@ -112,7 +112,7 @@ def test(model, x_test, y_test, args):
 
 def make_model(args, batchnorm=True):
     norm_class = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
-    with distribute.scope(args.strategy):
+    with distribute.scope(args.strategy), fast.precision_policy(args.precision):
         model = build_model(input_shape, args.classes, batchnorm,
                             lambda: norm_class(momentum=args.bn_momentum))
         compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)

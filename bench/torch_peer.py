@@ -39,10 +39,10 @@ def to_tensors(images, labels):
     return x, torch.from_numpy(labels.astype("int64"))
 
 
-def build(classes=10):
-    def norm(channels, dims=2):
-        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels, eps=1e-3,
-                                                                  momentum=0.01)
+def build(classes=10, keras_momentum=0.99):
+    def norm(channels, dims=2):  # PyTorch's momentum weighs the new batch, Keras' the old
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(
+            channels, eps=1e-3, momentum=1 - keras_momentum)
 
     model = nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.ReLU(), norm(32), nn.MaxPool2d(2), norm(32),
@@ -97,6 +97,7 @@ def main(argv=None):
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (the strongest peer a PyTorch user has)")
     parser.add_argument("--seed", type=int, default=None, help="seed torch's generators")
+    parser.add_argument("--bn-momentum", type=float, default=0.99, help="in Keras' sense")
     parser.add_argument("--no-plot", action="store_true", help="accepted for the harness")
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
@@ -110,19 +111,20 @@ def main(argv=None):
         y_all[split_at:]
     x_test, y_test = to_tensors(arrays["test_imgs"], arrays["test_labels"])
 
-    network = build()
+    network = build(keras_momentum=args.bn_momentum)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
     model = torch.compile(network) if args.compile else network
     autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.bf16
                 else contextlib.nullcontext)
     history = {"accuracy": [], "loss": [], "val_accuracy": [], "val_loss": []}
-    epoch_seconds = []
+    epoch_seconds, epoch_cpu_seconds = [], []
     for epoch in range(args.epochs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss, accuracy = train_epoch(model, optimizer, x_train, y_train, args.batch_size,
                                      autocast)
         val_loss, val_accuracy = evaluate(model, x_val, y_val, args.batch_size, autocast)
         epoch_seconds.append(time.perf_counter() - start)
+        epoch_cpu_seconds.append(time.process_time() - cpu_start)
         for key, value in zip(history, (accuracy, loss, val_accuracy, val_loss)):
             history[key].append(value)
         if args.verbose:
@@ -139,6 +141,7 @@ def main(argv=None):
     (args.output_dir / "run.json").write_text(json.dumps({
         "test_loss": test_loss, "test_accuracy": test_accuracy,
         "train_images": split_at, "epoch_seconds": epoch_seconds,
+        "epoch_cpu_seconds": epoch_cpu_seconds,
         "evaluation_seconds": evaluation_seconds, "bf16": args.bf16, "compile": args.compile,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torch_cuda": torch.version.cuda, "numpy": np.__version__},

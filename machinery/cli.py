@@ -102,6 +102,10 @@ def add_run_flags(add):
     add("--fast", action="store_true",
         help="same model and optimisation, executed faster: fused BatchNormalization, "
              "uint8 images in a tf.data pipeline, several steps per call (docs/speed.md)")
+    add("--precision", choices=("float32", "bfloat16"), default="float32",
+        help="bfloat16: Keras' mixed_bfloat16 policy (float32 weights, bfloat16 arithmetic, "
+             "BatchNormalization in float32) where the CPU (avx512_bf16, amx_bf16) or a GPU "
+             "has it natively, else float32 with a note; model.keras is saved in float32")
     add("--distribute", choices=("mirrored", "multiworker"), default=None,
         help="mirrored: all local GPUs (or --cpu-devices logical CPUs); multiworker: the "
              "cluster in TF_CONFIG, the chief writes the outputs. The global batch stays "

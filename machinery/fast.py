@@ -1,20 +1,69 @@
-"""--fast: the same model and optimisation, executed faster.
+"""--fast and --precision: the same model and optimisation, executed faster.
 
 Each choice was measured with bench/benchmark.py and kept because it helped on
 a CPU (docs/speed.md): fused BatchNormalization, uint8 images scaled in a
-prefetching tf.data pipeline, and several steps per call into TensorFlow.
-XLA (jit_compile) was measured too and was slower. bfloat16 was faster on an
-avx512_bf16 CPU (2026-11-25, docs/speed.md) but changes the numerics, so --fast
-computes in float32.
+prefetching tf.data pipeline without tf.data's autotuning (whose thread stalls
+every new iterator's predecessor for seconds), and several steps per call into
+TensorFlow. XLA (jit_compile) was measured too, and did not help. --precision
+bfloat16 computes in bfloat16 where the hardware has it natively.
 """
+import contextlib
+from pathlib import Path
+
 from machinery.data import training_image_count
 from machinery.quiet import keras, tf
 
 STEPS_PER_EXECUTION = 16
+# Fixed, not autotuned: the map is a gather and a cast, and autotuning's thread is
+# what a dropped iterator waits for (bench/stall_repro.py).
+PARALLEL_CALLS, PREFETCH_BATCHES = 2, 2
 # What run.json records as the --fast configuration.
 SETTINGS = {"fused_batchnorm": True, "uint8_tf_data_pipeline": True,
             "steps_per_execution": STEPS_PER_EXECUTION, "xla": False,
-            "mixed_precision": False}
+            "tf_data_autotune": False}
+# CPU flags of native bfloat16 arithmetic (AVX-512 BF16, AMX).
+BFLOAT16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_flags(cpuinfo=Path("/proc/cpuinfo")):
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in lines
+                 if line.startswith("flags")), set())
+
+
+def bfloat16_hardware():
+    """What computes bfloat16 natively here ('a GPU', the CPU's flags), or None."""
+    if tf.config.list_physical_devices("GPU"):
+        return "a GPU"
+    native = sorted(BFLOAT16_CPU_FLAGS & cpu_flags())
+    return f"the CPU's {' and '.join(native)}" if native else None
+
+
+def effective_precision(requested):
+    """The precision this run computes in: bfloat16 only on native hardware."""
+    if requested == "bfloat16" and bfloat16_hardware() is None:
+        print("Note: --precision bfloat16 needs native bfloat16 (avx512_bf16 or amx_bf16 "
+              "in the CPU's flags, or a GPU); this machine has neither, so the run "
+              "computes in float32.")
+        return "float32"
+    return requested
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Layers built inside compute in `precision`; bfloat16 is Keras' mixed_bfloat16
+    policy (float32 variables, bfloat16 arithmetic; BatchNormalization normalises in
+    float32, in Keras' layer and in FusedBatchNormalization alike)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="machinery")
@@ -61,9 +110,12 @@ def uint8_batches(images, labels, batch_size, shuffle=False):
         x = tf.cast(tf.gather(images, index), tf.float32) / 255
         return tf.expand_dims(x, -1), tf.cast(tf.gather(labels, index), tf.int32)
 
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return (order.batch(batch_size)
-            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+            .map(load, num_parallel_calls=PARALLEL_CALLS)
+            .prefetch(PREFETCH_BATCHES)
+            .with_options(options))
 
 
 def fit_inputs(x_train, y_train, batch_size, validation_split):
@@ -82,12 +134,14 @@ def evaluate_inputs(x_test, y_test, batch_size):
 
 
 def with_plain_layers(model):
-    """A copy of a --fast model with keras.layers.BatchNormalization in place of the fused
-    layer, the same weights and Adam's state: it loads anywhere, without this package."""
+    """A float32 copy of a --fast or bfloat16 model with keras.layers.BatchNormalization
+    in place of the fused layer, the same weights and Adam's state: it loads anywhere,
+    without this package, and predicts in float32."""
     def clone(layer):
+        config = {**layer.get_config(), "dtype": "float32"}
         if isinstance(layer, FusedBatchNormalization):
-            return keras.layers.BatchNormalization.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
+            return keras.layers.BatchNormalization.from_config(config)
+        return layer.__class__.from_config(config)
 
     plain = keras.models.clone_model(model, clone_function=clone)
     plain.set_weights(model.get_weights())

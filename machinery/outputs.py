@@ -72,6 +72,7 @@ def run_config(args, batchnorm, arrays):
         "seed": args.seed, "deterministic": args.seed is not None,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "fast": fast.SETTINGS if args.fast else None,
+        "precision": args.precision,
         "distribute": args.distribute,
         "replicas": args.strategy.num_replicas_in_sync if args.strategy else 1,
     }
@@ -102,8 +103,9 @@ def versions():
 
 
 def save_model(model, path, fused):
-    """A --fast model is saved with the lesson's own layers, so the file loads anywhere."""
-    if fused:
+    """A --fast model is saved with the lesson's own layers, so the file loads anywhere;
+    a --precision bfloat16 model as float32 (fast.with_plain_layers does both)."""
+    if fused or model.dtype_policy.name != "float32":
         model = fast.with_plain_layers(model)
     write_atomically(path, model.save)
 
@@ -160,6 +162,7 @@ def run_record(config, model, evaluation, data, session):
         "test_images": len(x_test),
         "training_seconds": seconds,
         "epoch_seconds": session.epoch_seconds,
+        "epoch_cpu_seconds": session.epoch_cpu_seconds,
         "training_images_per_second": (train_images * len(session.epoch_seconds) / seconds
                                        if session.epoch_seconds else None),
         "evaluation_seconds": evaluation["evaluation_seconds"],

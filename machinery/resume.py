@@ -19,7 +19,9 @@ from machinery.quiet import keras, until_first_epoch_ends
 # changes what training computes), in the order an error names the differences.
 MUST_MATCH = ("dataset", "data_sha256", "batchnorm", "batch_size", "validation_split",
               "limit", "fast", "seed", "distribute", "replicas", "bn_momentum",
-              "track_batch_stats")
+              "track_batch_stats", "precision")
+# What a key missing from an older backup's config.json meant.
+BEFORE_THE_KEY = {"precision": "float32"}
 
 
 def read_history_csv(path):
@@ -53,6 +55,7 @@ def resume_key(config):
 def differences(saved, wanted):
     """What differs, flag by flag; the data's hash only where no flag explains it (another
     --dataset or --limit changes the arrays too, and naming the flag says more)."""
+    saved = {**BEFORE_THE_KEY, **saved}
     changed = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in wanted.items()
                if key != "data_sha256" and saved.get(key) != value]
     if not changed and saved.get("data_sha256") != wanted["data_sha256"]:
@@ -101,17 +104,20 @@ def start_or_resume(out, config, restart=False):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each epoch, its validation included."""
+    """Wall-clock seconds of each epoch, its validation included, and beside them the
+    process's CPU seconds (all threads): an epoch whose CPU time falls far below its
+    wall time spent part of it waiting (docs/speed.md, the stall between epochs)."""
 
     def __init__(self):
         super().__init__()
-        self.seconds = []
+        self.seconds, self.cpu_seconds = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start = (time.perf_counter(), time.process_time())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
+        self.seconds.append(time.perf_counter() - self.start[0])
+        self.cpu_seconds.append(time.process_time() - self.start[1])
 
 
 class Session:
@@ -119,7 +125,7 @@ class Session:
 
     def __init__(self, out, epochs_done):
         self.epochs_done, self.timer = epochs_done, EpochTimer()
-        self.epoch_seconds = self.timer.seconds
+        self.epoch_seconds, self.epoch_cpu_seconds = self.timer.seconds, self.timer.cpu_seconds
         self.callbacks = [
             self.timer,
             # The log comes first: a kill between the two leaves one log row too

@@ -1,11 +1,11 @@
 """Before anything slow: the output folder is writable and this run's alone (folder.py),
-the devices are set up, the seeds are set, and a worker that is not the chief writes
-to a scratch folder."""
+the devices are set up, the precision is one they compute natively, the seeds are set,
+and a worker that is not the chief writes to a scratch folder."""
 import contextlib
 import tempfile
 from pathlib import Path
 
-from machinery import distribute, folder
+from machinery import distribute, fast, folder
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
 
@@ -38,6 +38,7 @@ def prepared(args):
     with filtered_stderr():
         tf.config.list_physical_devices()  # the first device query logs CUDA probing
         args.strategy = distribute.make_strategy(args.distribute, args.cpu_devices)
+    args.precision = fast.effective_precision(args.precision)
     if args.seed is not None:
         seed_everything(args.seed)
     if distribute.is_chief(args.strategy):

@@ -1,54 +1,104 @@
-"""bench/benchmark.py's arithmetic: ratios and target verdicts from known medians (no timing)."""
-import importlib.util
+"""The benchmark's arithmetic (bench/report.py, bench/flops.py, bench/cpu_sampler.py):
+ratios repeat by repeat, target verdicts, the FLOP count and stall detection, from
+known numbers (no timing)."""
+import sys
+
+import pytest
 
 from conftest import ROOT
 
-spec = importlib.util.spec_from_file_location("benchmark", ROOT / "bench" / "benchmark.py")
-benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark)
+sys.path.insert(0, str(ROOT / "bench"))
+import cpu_sampler  # noqa: E402
+import flops  # noqa: E402
+import report  # noqa: E402
 
 
-def medians(images_per_second, peak_rss_mb, val_accuracy=0.9, spread=0.01, diagnosis=0.0):
-    return {"images_per_second": images_per_second, "seconds_per_epoch": 2.0,
-            "first_epoch_seconds": 3.0, "evaluation_seconds": 0.5,
-            "diagnosis_seconds": diagnosis, "training_seconds": 6.0,
-            "peak_rss_mb": peak_rss_mb, "val_accuracy": val_accuracy,
-            "val_accuracy_spread": spread, "test_accuracy": 0.9, "test_accuracy_spread": 0.0}
+def run(images_per_second, peak_rss_mb=1000.0, val_accuracy=0.9, stall=0.0):
+    return {"images_per_second": images_per_second, "flops_per_second": 1e9,
+            "seconds_per_epoch": 2.0, "first_epoch_seconds": 3.0, "evaluation_seconds": 0.5,
+            "epoch_seconds": [3.0, 2.0], "epoch_cpu_seconds": [2.9, 3.8],
+            "peak_rss_mb": peak_rss_mb, "val_accuracy": val_accuracy, "test_accuracy": 0.9,
+            "load": 1.0, "longest_stall": stall}
 
 
-def test_targets_are_judged_from_the_ratios():
-    results = {"lesson": medians(1100, 900), "default": medians(1000, 1000, 0.900, diagnosis=1.0),
-               "fast": medians(2100, 700, 0.904), "pytorch-bf16": medians(2000, 700)}
-    lines = benchmark.targets(results).splitlines()
-    assert "| fast images/s vs default >= 2.0 | 2.10 | yes |" in lines
-    assert "| fast images/s vs pytorch bf16 >= 1.2 | 1.05 | no |" in lines
-    assert "| fast peak memory vs default <= 0.8 | 0.70 | yes |" in lines
-    assert "| default images/s vs lesson (the machinery's cost) >= 0.95 | 0.91 | no |" in lines
-    # |0.904 - 0.900| = 0.4 points, within the larger spread of 1 point
+def lines_of(runs):
+    return report.targets(runs).splitlines()
+
+
+def test_training_flops_match_a_hand_count_of_the_layer_table():
+    # MACs per image: conv 1: 26*26 positions x 32 filters x 3*3*1 = 194,688;
+    # conv 2: 11*11 x 64 x 3*3*32 = 2,230,272; dense: 1,600*256 = 409,600; 256*10 = 2,560.
+    forward_macs = 194_688 + 2_230_272 + 409_600 + 2_560  # 2,837,120
+    assert flops.forward_flops() == 2 * forward_macs == 5_674_240
+    # forward + weight gradients + input gradients (none for the image itself)
+    assert flops.training_flops() == 2 * (3 * forward_macs - 194_688) == 16_633_344
+
+
+def test_epoch_flops_count_training_and_one_forward_pass_over_validation():
+    assert flops.epoch_flops(10, 4) == 10 * 16_633_344 + 4 * 5_674_240
+
+
+def test_theoretical_peak_is_cores_times_clock_times_flop_per_cycle():
+    # two 512-bit FMA pipes: 2 pipes x 16 float32 lanes x 2 FLOPs = 64 per cycle
+    assert flops.theoretical_peak(4.0, "float32", cores=2) == 2 * 4.0e9 * 64
+    assert flops.theoretical_peak(4.0, "bfloat16", cores=2) == 2 * 4.0e9 * 128
+
+
+def test_measurements_take_the_median_later_epoch():
+    measured = report.measurements(
+        {"train_images": 800, "epoch_seconds": [9.0, 2.0, 4.0, 1.0],
+         "epoch_cpu_seconds": [5.0, 3.0, 3.0, 2.0], "evaluation_seconds": 0.1,
+         "test_accuracy": 0.5}, validation_images=200)
+    assert measured["seconds_per_epoch"] == 2.0  # median of 2, 4, 1; the first is tracing
+    assert measured["images_per_second"] == 400.0
+    assert measured["flops_per_second"] == (800 * 16_633_344 + 200 * 5_674_240) / 2.0
+
+
+def test_every_repeat_must_meet_a_speed_target():
+    runs = {"lesson": [run(1000), run(1000), run(1000)],
+            "default": [run(1000), run(1000), run(1000)],
+            "fast": [run(2100), run(2500), run(1900)]}  # the median passes, repeat 3 not
+    lines = lines_of(runs)
+    assert "| fast images/s vs lesson >= 2.0 | 2.10, 2.50, 1.90 | no |" in lines
+    runs["fast"][2] = run(2000)
+    assert "| fast images/s vs default >= 2.0 | 2.10, 2.50, 2.00 | yes |" in lines_of(runs)
+
+
+def test_memory_bf16_and_machinery_targets():
+    runs = {"lesson": [run(1000)], "default": [run(960, peak_rss_mb=1000)],
+            "fast": [run(2000, peak_rss_mb=810)], "fast-bf16": [run(2400)],
+            "pytorch-bf16": [run(2000)]}
+    lines = lines_of(runs)
+    assert "| fast peak memory vs default <= 0.8 | 0.81 | no |" in lines
+    assert "| fast-bf16 images/s vs pytorch-bf16 >= 1.2 | 1.20 | yes |" in lines
+    assert "| default images/s vs lesson (the machinery's cost) >= 0.95 | 0.96 | yes |" in lines
+
+
+def test_accuracy_is_judged_by_the_means_within_the_larger_spread():
+    runs = {"default": [run(1, val_accuracy=0.90), run(1, val_accuracy=0.92)],
+            "fast": [run(1, val_accuracy=0.925), run(1, val_accuracy=0.925)]}
+    # means 0.910 and 0.925: 1.5 points apart, the larger spread is 2 points
     assert ("| fast mean val accuracy within the repeats' spread of default "
-            "| 0.40 points (spread 1.00) | yes |") in lines
-    # 1 s of diagnosis against 25 epochs of 2 s: 0.02
-    assert ("| BatchNormalization diagnosis vs a 25-epoch run's training <= 0.03 "
-            "| 0.020 | yes |") in lines
+            "| 1.50 points (spread 2.00) | yes |") in lines_of(runs)
 
 
-def test_table_gives_each_variant_its_ratio_to_default():
-    table = benchmark.table({"default": medians(1000, 1000), "fast": medians(2500, 600)})
-    assert "| fast | 2,500 | 2.50 |" in table and "| 600 | 0.60 |" in table
+def test_a_stall_of_a_second_in_any_repeat_fails_the_stall_target():
+    runs = {"fast": [run(1, stall=0.3), run(1, stall=1.0)]}
+    assert ("| fast: no stretch of 1 s or more under a tenth of a core "
+            "| longest 0.30, 1.00 s | no |") in lines_of(runs)
 
 
 def test_targets_skip_variants_that_were_not_run():
-    lines = benchmark.targets({"default": medians(1000, 1000), "fast": medians(1500, 900)})
+    lines = report.targets({"default": [run(1000)], "fast": [run(1500)]})
     assert "pytorch" not in lines and "lesson" not in lines
 
 
 def test_medians_take_the_middle_run_and_accuracy_the_mean_and_spread():
-    runs = [dict(medians(v, 100, val_accuracy=a), versions={})
-            for v, a in ((3, 0.80), (1, 0.90), (2, 0.94))]
-    summary = benchmark.medians(runs)
+    runs = [run(v, val_accuracy=a) for v, a in ((3, 0.80), (1, 0.90), (2, 0.94))]
+    summary = report.medians(runs)
     assert summary["images_per_second"] == 2
-    assert abs(summary["val_accuracy"] - 0.88) < 1e-12  # (0.80 + 0.90 + 0.94) / 3
-    assert abs(summary["val_accuracy_spread"] - 0.14) < 1e-12
+    assert summary["val_accuracy"] == pytest.approx(0.88)  # (0.80 + 0.90 + 0.94) / 3
+    assert summary["val_accuracy_spread"] == pytest.approx(0.14)
 
 
 def test_machine_line_says_which_torch_build_ran():
@@ -59,3 +109,16 @@ def test_machine_line_says_which_torch_build_ran():
     assert cuda.endswith("; torch 2.13.0 (CUDA 13.0 build)")
     assert "torch_cuda" not in cpu + cuda
     assert "torch" not in benchmark.machine([{"tensorflow": "2.21.0"}]).split(";")[1]
+
+
+def test_epochs_table_shows_wall_and_cpu_seconds_of_every_epoch():
+    table = report.epochs_table({"fast": [run(1)]})
+    assert "| fast | 1 | 3.00/2.90 (0.97), 2.00/3.80 (1.90) | 0.00 |" in table
+
+
+def test_idle_stretches_need_low_cpu_and_no_wait_for_a_core():
+    # (wall, CPU, run-queue wait): busy, then 1.5 s idle, then 1 s starved by others
+    samples = [(0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (1.0, 0.5, 0.0), (1.5, 0.52, 0.0),
+               (2.0, 0.52, 0.0), (2.5, 0.52, 0.4), (3.0, 0.53, 0.9), (3.5, 0.9, 0.9)]
+    assert cpu_sampler.idle_stretches(samples) == [(0.5, 1.5)]
+    assert cpu_sampler.longest_between(samples, 0.0, 1.5) == 1.0

@@ -121,6 +121,15 @@ def test_model_with_fused_layers_saves_and_reloads(tmp_path):
                                atol=1e-6)
 
 
+def test_fast_pipelines_run_without_tf_data_autotuning():
+    # docs/speed.md, the stall between epochs: autotuning's thread is what a dropped
+    # iterator waits for, so --fast's pipelines have it off and fixed parallelism.
+    arrays = synthetic.make_arrays(train=20, test=4)
+    inputs = fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 5, 0.2)
+    for pipeline in (inputs["x"], inputs["validation_data"]):
+        assert pipeline.options().autotune.enabled is False
+
+
 def test_pipeline_scales_exactly_like_preprocess():
     arrays = synthetic.make_arrays(train=30, test=1)
     batches = list(fast.uint8_batches(arrays["train_imgs"], arrays["train_labels"], 8))
@@ -146,10 +155,12 @@ def test_fast_run_writes_the_same_files_and_learns(keras_cache, tmp_path):
                  "training_history.png", "predictions.png", "confusion_matrix.png"):
         assert (tmp_path / name).exists(), name
     run = json.loads((tmp_path / "run.json").read_text())
-    # README, "Speed": fused BatchNormalization, a uint8 tf.data pipeline, 16 steps per call.
+    # docs/speed.md: fused BatchNormalization, a uint8 tf.data pipeline without autotuning,
+    # 16 steps per call; float32 unless --precision says otherwise.
     assert run["config"]["fast"] == {"fused_batchnorm": True, "uint8_tf_data_pipeline": True,
                                      "steps_per_execution": 16, "xla": False,
-                                     "mixed_precision": False}
+                                     "tf_data_autotune": False}
+    assert run["config"]["precision"] == "float32"
     assert (run["train_images"], run["validation_images"]) == (480, 120)
     assert len(run["epoch_seconds"]) == 3 and run["evaluation_seconds"] > 0
     history = json.loads((tmp_path / "history.json").read_text())
