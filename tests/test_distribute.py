@@ -47,14 +47,22 @@ def test_mirrored_trains_on_three_logical_cpu_devices_with_the_global_batch(data
     assert (out / "model.keras").exists()
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def free_ports(count, consecutive=False):
+    """`count` ports free on 127.0.0.1 (`consecutive` ones for Slurm's port+k), found by
+    binding them; the workers bind them again moments later."""
+    while True:
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            sockets[0].bind(("127.0.0.1", 0))
+            first = sockets[0].getsockname()[1]
+            for offset, s in enumerate(sockets[1:], start=1):
+                s.bind(("127.0.0.1", first + offset if consecutive else 0))
+            return [s.getsockname()[1] for s in sockets]
+        except OSError:  # the next port is taken: try another first port
+            continue
+        finally:
+            for s in sockets:
+                s.close()
 
 
 def test_two_workers_train_together_and_only_the_chief_writes(data_dir, tmp_path):
@@ -109,9 +117,10 @@ def tf_config_error(capsys, tmp_path):
 
 def test_multiworker_without_tf_config_is_one_line_error(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     line = tf_config_error(capsys, tmp_path)
     assert line.startswith("error: --distribute multiworker needs the cluster in the TF_CONFIG "
-                           "environment variable: ")
+                           "environment variable, or a Slurm job: ")
 
 
 @pytest.mark.parametrize("tf_config", ['{"cluster": {"worker": ["127.0.0.1:1"]}',
@@ -155,29 +164,34 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task_type, task_id, 
 
 def startup_args(out):
     return argparse.Namespace(output_dir=out, distribute="multiworker", cpu_devices=2, seed=None,
-                              dry_run=False, overwrite=False)
+                              dry_run=False, overwrite=False, slurm_port=8888, batch_size=250,
+                              sync_bn=False)
 
 
-@pytest.mark.parametrize("fails", [False, True], ids=["finishes", "fails"])
-def test_a_non_chief_worker_writes_to_a_scratch_folder_that_is_removed(
-        fails, monkeypatch, tmp_path):
+def test_a_non_chief_worker_removes_its_own_folder_when_it_finishes(monkeypatch, tmp_path):
     monkeypatch.setattr(distribute, "make_strategy",
-                        lambda kind, devices: FakeMultiWorker(WORKERS, "worker", 1))
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+    with startup.prepared(startup_args(out)) as args:
+        assert args.output_dir == out / "workers" / "worker-1" and args.output_dir.is_dir()
+        (args.output_dir / "model.keras").write_text("the worker's copy")
+    assert list(out.iterdir()) == []  # the chief's folder: nothing left from this worker
+
+
+def test_a_failed_non_chief_worker_keeps_its_folder_for_the_rerun(monkeypatch, tmp_path):
+    monkeypatch.setattr(distribute, "make_strategy",
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
         with startup.prepared(startup_args(out)) as args:
-            scratch = args.output_dir
-            assert scratch != out and scratch.is_dir() and not scratch.is_relative_to(out)
-            (scratch / "model.keras").write_text("the worker's copy")
-            if fails:
-                raise RuntimeError("training failed")
-    assert not scratch.exists()
-    assert list(out.iterdir()) == []  # the chief's folder: nothing from this worker
+            (args.output_dir / "backup").mkdir()
+            raise RuntimeError("training failed")
+    assert (out / "workers" / "worker-1" / "backup").is_dir()
 
 
 def test_the_chief_writes_to_the_output_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(distribute, "make_strategy",
-                        lambda kind, devices: FakeMultiWorker(WORKERS, "worker", 0))
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 0))
     out = tmp_path / "out"
     with startup.prepared(startup_args(out)) as args:
         assert args.output_dir == out

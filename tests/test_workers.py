@@ -1,0 +1,128 @@
+"""--distribute multiworker with two worker processes on 127.0.0.1 (docs/distributed.md):
+killed together they resume together, a lost worker stops the other in one line within
+the bound, and the rerun resumes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, error_lines
+from machinery import distribute
+from test_distribute import free_ports
+
+SECONDS = 240  # every wait on the workers ends by then
+COMMAND = ["--limit", "200", "--batch-size", "50", "--seed", "1", "--no-plot",
+           "--verbose", "2", "--distribute", "multiworker"]
+
+
+def environment(**extra):
+    # gRPC honours the tests' closed http_proxy: let the workers reach each other.
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "no_proxy": "127.0.0.1,localhost",
+            "NO_PROXY": "127.0.0.1,localhost", **extra}
+
+
+def start_workers(data_dir, out, epochs, ports):
+    """The same command on two workers, as a user starts them on two machines."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return [subprocess.Popen(
+        [sys.executable, str(ROOT / "model_batchnorm.py"), *COMMAND, "--epochs", str(epochs),
+         "--data-dir", str(data_dir), "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=environment(TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})))
+        for index in range(2)]
+
+
+def finish(processes, timeout=SECONDS):
+    """Wait for every worker (killing any left at the timeout): [(code, stdout, stderr)]."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for p in processes:
+        try:
+            stdout, stderr = p.communicate(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            stdout, stderr = p.communicate()
+        results.append((p.returncode, stdout, stderr))
+    return results
+
+
+def backups(out):
+    return [out / "backup", out / "workers" / "worker-1" / "backup"]
+
+
+def backed_up_epoch(folder):
+    try:
+        return json.loads((folder / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_until(condition, processes, timeout=SECONDS):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            for p in processes:
+                p.kill()
+            raise AssertionError(finish(processes))
+        time.sleep(0.05)
+
+
+def logged_epochs(out):
+    return [int(row.split(",")[0]) for row in (out / "history.csv").read_text().splitlines()[1:]]
+
+
+@pytest.fixture
+def ports():
+    return free_ports(2)
+
+
+def test_two_workers_killed_after_an_epoch_resume_together_from_the_same_epoch(
+        data_dir, tmp_path, ports):
+    out = tmp_path / "run"
+    first = start_workers(data_dir, out, 3, ports)
+    wait_until(lambda: all(backed_up_epoch(b) >= 1 for b in backups(out)), first)
+    for p in first:
+        p.kill()
+    finish(first)
+    held = [backed_up_epoch(b) for b in backups(out)]
+    assert min(held) >= 1 and max(held) - min(held) <= 1, held
+    second = finish(start_workers(data_dir, out, 3, ports))
+    assert [code for code, _, _ in second] == [0, 0], [err[-2000:] for _, _, err in second]
+    resumed = [[line for line in stdout.splitlines() if line.startswith("Resuming")]
+               for _, stdout, _ in second]
+    # Both from the same epoch, the one every backup held.
+    assert resumed == [[f"Resuming from the backup in {folder}: {min(held)} epoch(s) already "
+                        "done (add --restart to start over)."] for folder in backups(out)]
+    assert logged_epochs(out) == [0, 1, 2]
+    assert all(len(v) == 3 for v in json.loads((out / "history.json").read_text()).values())
+    assert not (out / "workers").exists() and not (out / "backup").exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "sigterm"])
+def test_a_lost_worker_stops_the_other_in_one_line_and_the_rerun_resumes(
+        stop, data_dir, tmp_path, ports):
+    out = tmp_path / "run"
+    processes = start_workers(data_dir, out, 4, ports)
+    wait_until(lambda: all(backed_up_epoch(b) >= 1 for b in backups(out)), processes)
+    processes[1].send_signal(stop)
+    stopped = time.monotonic()
+    (code, _, stderr), (lost_code, _, lost_stderr) = finish(processes)
+    # finish() waits for worker 0 first: it ended within the bound of the signal.
+    assert time.monotonic() - stopped < distribute.LOST_WORKER_BOUND_S
+    assert code == 1
+    assert error_lines(stderr) == ["error: lost contact with worker 1 (UnavailableError): "
+                                   "start every worker again with the same command: they "
+                                   "resume from their backups"], stderr[-3000:]
+    assert lost_code == (-9 if stop == signal.SIGKILL else 143), lost_stderr[-2000:]
+    if stop == signal.SIGKILL:
+        return  # the rerun after a SIGTERM below, and after killing both above, resume
+    held = min(backed_up_epoch(b) for b in backups(out))
+    rerun = finish(start_workers(data_dir, out, 4, ports))
+    assert [c for c, _, _ in rerun] == [0, 0], [err[-2000:] for _, _, err in rerun]
+    assert f"{held} epoch(s) already done" in rerun[0][1]
+    assert logged_epochs(out) == [0, 1, 2, 3]
