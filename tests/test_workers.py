@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, error_lines
@@ -25,11 +26,11 @@ def environment(**extra):
             "NO_PROXY": "127.0.0.1,localhost", **extra}
 
 
-def start_workers(data_dir, out, epochs, ports):
+def start_workers(data_dir, out, epochs, ports, *flags):
     """The same command on two workers, as a user starts them on two machines."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     return [subprocess.Popen(
-        [sys.executable, str(ROOT / "model_batchnorm.py"), *COMMAND, "--epochs", str(epochs),
+        [sys.executable, str(ROOT / "model_batchnorm.py"), *COMMAND, *flags, "--epochs", str(epochs),
          "--data-dir", str(data_dir), "--output-dir", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env=environment(TF_CONFIG=json.dumps(
@@ -72,6 +73,12 @@ def wait_until(condition, processes, timeout=SECONDS):
         time.sleep(0.05)
 
 
+def state(folder, epoch):
+    """The variables a backup holds for `epoch` (its latest, or its previous state)."""
+    with np.load(folder / f"epoch-{epoch}.npz") as arrays:
+        return [arrays[name] for name in sorted(arrays.files, key=lambda n: int(n[4:]))]
+
+
 def logged_epochs(out):
     return [int(row.split(",")[0]) for row in (out / "history.csv").read_text().splitlines()[1:]]
 
@@ -83,15 +90,20 @@ def ports():
 
 def test_two_workers_killed_after_an_epoch_resume_together_from_the_same_epoch(
         data_dir, tmp_path, ports):
+    # --sync-bn: every variable is the same on both workers, the moving statistics too
+    # (unsynchronised, each worker's follow its own share of the batches).
     out = tmp_path / "run"
-    first = start_workers(data_dir, out, 3, ports)
+    first = start_workers(data_dir, out, 3, ports, "--sync-bn")
     wait_until(lambda: all(backed_up_epoch(b) >= 1 for b in backups(out)), first)
     for p in first:
         p.kill()
     finish(first)
     held = [backed_up_epoch(b) for b in backups(out)]
     assert min(held) >= 1 and max(held) - min(held) <= 1, held
-    second = finish(start_workers(data_dir, out, 3, ports))
+    chief, worker = (state(b, min(held)) for b in backups(out))
+    assert len(chief) == len(worker) and all(
+        np.array_equal(a, b) for a, b in zip(chief, worker))  # the same variables to resume
+    second = finish(start_workers(data_dir, out, 3, ports, "--sync-bn"))
     assert [code for code, _, _ in second] == [0, 0], [err[-2000:] for _, _, err in second]
     resumed = [[line for line in stdout.splitlines() if line.startswith("Resuming")]
                for _, stdout, _ in second]
