@@ -195,3 +195,11 @@ def test_the_chief_writes_to_the_output_folder(monkeypatch, tmp_path):
     out = tmp_path / "out"
     with startup.prepared(startup_args(out)) as args:
         assert args.output_dir == out
+
+
+def test_the_internals_touched_are_those_of_the_checked_versions():
+    # distribute.py patches Keras' model build and configures TensorFlow's coordination
+    # service by hand: both were checked against these releases only.
+    import keras
+    assert (tf.__version__, keras.__version__) == ("2.21.0", "3.15.1")
+    assert (distribute.TF_CHECKED, distribute.KERAS_CHECKED) == ("2.21.0", "3.15.1")

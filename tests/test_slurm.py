@@ -11,7 +11,8 @@ import pytest
 
 from conftest import ROOT, cli, error_lines
 from machinery import distribute
-from test_distribute import free_ports
+from test_distribute import WORKERS, FakeMultiWorker, free_ports
+from test_readme_errors import readme_row
 
 SBATCH = ROOT / "tools" / "slurm" / "train.sbatch"
 
@@ -49,10 +50,11 @@ def test_the_cluster_of_a_slurm_job_step_is_read_from_its_variables(monkeypatch)
 def test_a_slurm_job_without_srun_is_one_line_error(monkeypatch, capsys, tmp_path):
     slurm_step(monkeypatch)
     monkeypatch.delenv("SLURM_PROCID", raising=False)
-    assert cli(["--distribute", "multiworker", "--output-dir", str(tmp_path / "out")]) == 1
-    assert error_lines(capsys.readouterr().err) == [
-        "error: under Slurm, start every worker with srun (SLURM_PROCID is not set): see "
-        "docs/distributed.md"]
+    (line,), code = readme_row("`--distribute multiworker` in a Slurm")
+    assert cli(["--distribute", "multiworker", "--output-dir", str(tmp_path / "out")]) == code
+    assert error_lines(capsys.readouterr().err) == [line]
+    assert line == ("error: under Slurm, start every worker with srun (SLURM_PROCID is not "
+                    "set): see docs/distributed.md")
 
 
 @pytest.fixture
@@ -83,3 +85,20 @@ def test_the_sbatch_script_trains_two_workers_and_the_chief_writes(stand_in_srun
     assert run["config"]["distribute"] == "multiworker" and run["config"]["replicas"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
         "history.csv", "history.json", "manifest.json", "model.keras", "run.json"]
+
+
+def test_the_tfjob_manifest_runs_two_workers_on_a_shared_volume():
+    job = json.loads((ROOT / "tools" / "kubernetes" / "tfjob.json").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
+    workers = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert workers["replicas"] == 2 and workers["restartPolicy"] == "Never"
+    pod = workers["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    assert command[:4] == ["python", "model_batchnorm.py", "--distribute", "multiworker"]
+    mounted = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    shared = {v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    for flag in ("--data-dir", "--output-dir"):  # both on the volume every worker mounts
+        path = command[command.index(flag) + 1]
+        assert any(path.startswith(mounted[name] + "/") for name in shared), (flag, path)
+    # TFJob names its tasks Worker 0..N-1 and no chief: worker 0 writes the outputs.
+    assert distribute.is_chief(FakeMultiWorker(WORKERS, "worker", 0))

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT, cli
 from machinery import distribute
+from test_readme_errors import readme_row
 
 MOMENTUM = 0.5  # the moving statistics move halfway to the batch's in one step
 
@@ -80,6 +81,6 @@ def test_a_note_when_each_replica_normalises_few_images(replicas, sync_bn, note,
 
 
 def test_sync_bn_without_distribute_is_refused(capsys, tmp_path):
-    assert cli(["--sync-bn", "--output-dir", str(tmp_path / "out")]) == 2
-    assert capsys.readouterr().err == ("error: --sync-bn shares statistics between replicas: "
-                                       "add --distribute (see --help)\n")
+    (line,), code = readme_row("`--sync-bn` without")  # docs/troubleshooting.md's table
+    assert cli(["--sync-bn", "--output-dir", str(tmp_path / "out")]) == code == 2
+    assert capsys.readouterr().err == line + "\n"
