@@ -146,6 +146,10 @@ class FakeMultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
     def cluster_resolver(self):
         return self.resolver
 
+    @property
+    def num_replicas_in_sync(self):  # one CPU replica per worker
+        return sum(len(tasks) for tasks in self.resolver.cluster_spec().as_dict().values())
+
 
 WORKERS = {"worker": ["10.0.0.1:1", "10.0.0.2:1"]}
 WITH_CHIEF = {"chief": ["10.0.0.9:1"], **WORKERS}
