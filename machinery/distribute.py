@@ -4,8 +4,8 @@
 The one module that touches Keras and TensorFlow internals, each checked against the
 versions below (tests/test_distribute.py fails if either changes under it): a
 workaround for two bugs of Keras 3.15.1 under MultiWorkerMirroredStrategy, and the
-health check of TensorFlow 2.21's CollectiveAllReduceExtended, which bounds how long
-a worker waits for a lost peer.
+set-up of TensorFlow 2.21's coordination service, whose heartbeat timeout bounds how
+long a worker waits for a lost peer.
 """
 import contextlib
 import json

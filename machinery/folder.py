@@ -86,8 +86,9 @@ def refuse_finished(out, manifest, overwrite):
 
 
 def remove_run(out, manifest):
-    """--overwrite: delete the files the manifest lists, nothing else."""
-    for name in ours(manifest) - {MANIFEST, LOCK}:
+    """--overwrite: delete the files the manifest lists, nothing else; the other workers'
+    folders are theirs to replace (startup.own_folder)."""
+    for name in ours(manifest) - {MANIFEST, LOCK, outputs.WORKERS_DIR}:
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

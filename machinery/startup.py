@@ -41,6 +41,8 @@ def own_folder(args):
         return
     workers = args.output_dir / outputs.WORKERS_DIR
     args.output_dir = workers / distribute.task_name(args.strategy).replace(" ", "-")
+    if args.overwrite and not args.dry_run:  # as the chief replaces its run
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     check_output_dir(args.output_dir)
     yield
     shutil.rmtree(args.output_dir)

@@ -207,3 +207,16 @@ def test_the_internals_touched_are_those_of_the_checked_versions():
     import keras
     assert (tf.__version__, keras.__version__) == ("2.21.0", "3.15.1")
     assert (distribute.TF_CHECKED, distribute.KERAS_CHECKED) == ("2.21.0", "3.15.1")
+
+
+def test_overwrite_on_a_non_chief_worker_replaces_only_its_own_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(distribute, "make_strategy",
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
+    out = tmp_path / "out"
+    (out / "workers" / "worker-1" / "backup").mkdir(parents=True)
+    (out / "workers" / "worker-2" / "backup").mkdir(parents=True)  # another worker's
+    args = startup_args(out)
+    args.overwrite = True
+    with startup.prepared(args) as args:
+        assert list(args.output_dir.iterdir()) == []  # its old backup is gone
+    assert [p.name for p in (out / "workers").iterdir()] == ["worker-2"]
