@@ -30,8 +30,8 @@ def start_workers(data_dir, out, epochs, ports, *flags):
     """The same command on two workers, as a user starts them on two machines."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     return [subprocess.Popen(
-        [sys.executable, str(ROOT / "model_batchnorm.py"), *COMMAND, *flags, "--epochs", str(epochs),
-         "--data-dir", str(data_dir), "--output-dir", str(out)],
+        [sys.executable, str(ROOT / "model_batchnorm.py"), *COMMAND, *flags,
+         "--epochs", str(epochs), "--data-dir", str(data_dir), "--output-dir", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env=environment(TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}})))
