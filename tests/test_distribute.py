@@ -1,14 +1,10 @@
-"""--distribute: logical CPU devices in one process, two workers on 127.0.0.1, the chief
-rule and the non-chief's scratch folder, and what a bad TF_CONFIG gets."""
+"""--distribute: logical CPU devices in one process, the chief rule, the other workers'
+own folders, and what a bad TF_CONFIG gets. Two workers on 127.0.0.1 train in
+tests/test_workers.py (TF_CONFIG) and tests/test_slurm.py (Slurm)."""
 import argparse
-import contextlib
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -63,45 +59,6 @@ def free_ports(count, consecutive=False):
         finally:
             for s in sockets:
                 s.close()
-
-
-def test_two_workers_train_together_and_only_the_chief_writes(data_dir, tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    out = tmp_path / "multiworker"
-    scratch_parent = tmp_path / "tmp"  # where tempfile puts the non-chief's scratch folder
-    scratch_parent.mkdir()
-    processes = []
-    for index in range(2):
-        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "model_batchnorm.py"), "--distribute", "multiworker",
-             "--data-dir", str(data_dir), "--output-dir", str(out), *SMALL],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            # gRPC honours the tests' closed http_proxy: let the workers reach each other.
-            env={**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1",
-                 "TMPDIR": str(scratch_parent),
-                 "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}))
-    deadline = time.monotonic() + 300
-    try:
-        # A worker that fails leaves the other waiting for it: stop at the first failure.
-        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
-            if any(p.poll() not in (None, 0) for p in processes):
-                break
-            time.sleep(0.2)
-    finally:
-        for p in processes:
-            p.kill()
-    outputs = [p.communicate() for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
-    history = json.loads((out / "history.json").read_text())
-    assert [len(v) for v in history.values()] == [1, 1, 1, 1]
-    run = json.loads((out / "run.json").read_text())
-    assert run["config"]["distribute"] == "multiworker" and run["config"]["replicas"] == 2
-    assert sorted(p.name for p in out.iterdir()) == [
-        "history.csv", "history.json", "manifest.json", "model.keras", "run.json"]
-    assert [p.name for p in scratch_parent.iterdir() if p.name.startswith("kmnist-worker-")] == []
-
-
 
 
 def tf_config_error(capsys, tmp_path):

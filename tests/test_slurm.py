@@ -83,6 +83,9 @@ def test_the_sbatch_script_trains_two_workers_and_the_chief_writes(stand_in_srun
     assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["distribute"] == "multiworker" and run["config"]["replicas"] == 2
+    history = json.loads((out / "history.json").read_text())
+    assert [len(v) for v in history.values()] == [1, 1, 1, 1]
+    # Only the chief writes; the other worker's folder went when it finished.
     assert sorted(p.name for p in out.iterdir()) == [
         "history.csv", "history.json", "manifest.json", "model.keras", "run.json"]
 
