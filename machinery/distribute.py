@@ -19,8 +19,8 @@ from machinery.quiet import tf
 KERAS_CHECKED = "3.15.1"
 TF_CHECKED = "2.21.0"
 # A worker whose peers hear no heartbeat from it for HEARTBEAT_TIMEOUT_S is lost: every
-# collective is aborted. Its peers stop within about LOST_WORKER_BOUND_S (the timeout,
-# then the step under way and the process's exit; measured in docs/distributed.md).
+# collective is aborted. Its peers stop within about LOST_WORKER_BOUND_S of its end (the
+# timeout, then the step under way and their own exit; measured in docs/distributed.md).
 HEARTBEAT_TIMEOUT_S = 10
 LOST_WORKER_BOUND_S = 30
 # Below this many images per replica, BatchNormalization's batch statistics get noisy
