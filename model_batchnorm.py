@@ -114,7 +114,8 @@ def make_model(args, batchnorm=True):
     norm_class = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
     with distribute.scope(args.strategy), fast.precision_policy(args.precision):
         model = build_model(input_shape, args.classes, batchnorm,
-                            lambda: norm_class(momentum=args.bn_momentum))
+                            lambda: norm_class(momentum=args.bn_momentum,
+                                               **distribute.norm_options(args)))
         compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)
     return distribute.work_around_keras_distribution_bugs(model, args.strategy)
 
@@ -125,7 +126,8 @@ def train_and_test(args, arrays, out, batchnorm=True):
     model = make_model(args, batchnorm)
     config = outputs.run_config(args, batchnorm, arrays)
     monitor = batchnorm_stats.monitor(x_train, y_train, config)  # before CSVLogger: it logs
-    with resume.resumable(out, config, args.restart, not args.no_plot) as session:
+    with resume.resumable(out, config, args.restart, not args.no_plot,
+                          args.strategy) as session:
         callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks]
         history = train(model, x_train, y_train, args, callbacks)
     history.history = session.history  # every epoch, those before a resume too

@@ -16,7 +16,8 @@ outputs         the files a run writes and the record of the run
 batchnorm_stats BatchNormalization's moving against batch statistics
 compare         --compare: the network with and without BatchNormalization
 fast            --fast: the same computation, executed faster
-distribute      --distribute: tf.distribute strategies (the only use of Keras internals)
+distribute      --distribute: tf.distribute strategies, Slurm, lost workers, --sync-bn (the
+                only use of Keras and TensorFlow internals)
 predict         --predict: a trained model on your own image files, read-only
 
 Data for the tests and the benchmark lives apart, in testdata/. Importing the

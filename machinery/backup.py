@@ -7,6 +7,7 @@ to disk (a full disk crashed h5py) and deletes itself at the end of fit; this on
 writes plain .npz bytes through outputs.write_atomically and is removed only when
 every output file is written (folder.claimed).
 """
+import contextlib
 import csv
 import hashlib
 import io
@@ -37,28 +38,44 @@ def variables(model):
 
 def save(model, folder, epochs):
     """State first, metadata (which names the state and its hash) second, then the
-    older state: whatever a kill interrupts, the metadata names a whole state."""
+    states older than the previous one: whatever a kill interrupts, the metadata names
+    a whole state. The previous epoch's state stays, so that workers killed one epoch
+    apart can all resume from the same epoch (resume.agreed_epoch)."""
     buffer = io.BytesIO()
     np.savez(buffer, *[np.asarray(v) for v in variables(model)])
     data, name = buffer.getvalue(), f"epoch-{epochs}.npz"
     folder.mkdir(exist_ok=True)
     outputs.write_atomically(folder / name, lambda partial: partial.write_bytes(data))
+    previous = None
+    if (folder / METADATA).exists():
+        with contextlib.suppress(ScriptError):
+            read_metadata(folder)  # only a whole state is kept as the previous one
+            previous = {key: value for key, value in json.loads(
+                (folder / METADATA).read_text()).items() if key != "previous"}
     outputs.write_json(folder / METADATA, {"epoch": epochs, "state": name, "bytes": len(data),
-                                           "sha256": hashlib.sha256(data).hexdigest()})
+                                           "sha256": hashlib.sha256(data).hexdigest(),
+                                           "previous": previous})
+    kept = {name, previous and previous["state"]}
     for old in folder.iterdir():
-        if STATE.fullmatch(old.name) and old.name != name:
+        if STATE.fullmatch(old.name) and old.name not in kept:
             old.unlink()
 
 
-def read_metadata(folder):
+def read_metadata(folder, epoch=None):
+    """The epoch count and state bytes of the latest backup, or of the previous one if
+    `epoch` names it."""
     try:
         metadata = json.loads((folder / METADATA).read_text())
+        if epoch is not None and epoch != metadata["epoch"] and metadata.get("previous"):
+            metadata = metadata["previous"]
         epochs, name = metadata["epoch"], metadata["state"]
         expected = (metadata["bytes"], metadata["sha256"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise damaged(folder, f"{METADATA} is unreadable: {type(err).__name__}: {err}") from None
     if not (isinstance(epochs, int) and epochs >= 1 and STATE.fullmatch(str(name))):
         raise damaged(folder, f"{METADATA} holds no valid epoch count and state file")
+    if epoch is not None and epoch != epochs:
+        raise damaged(folder, f"it holds no state of epoch {epoch}")
     try:
         data = (folder / name).read_bytes()
     except OSError as err:
@@ -66,6 +83,23 @@ def read_metadata(folder):
     if (len(data), hashlib.sha256(data).hexdigest()) != tuple(expected):
         raise damaged(folder, f"{name} is truncated or changed since epoch {epochs}")
     return epochs, data
+
+
+def previous_epoch(folder):
+    """The epoch of the previous state the backup keeps, or None."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return json.loads((folder / METADATA).read_text())["previous"]["epoch"]
+    return None
+
+
+def roll_back(folder, epoch):
+    """Make the previous state, of `epoch`, the latest: every worker resumes from it."""
+    read_metadata(folder, epoch)  # whole, or the backup cannot be trusted
+    metadata = {**json.loads((folder / METADATA).read_text())["previous"], "previous": None}
+    outputs.write_json(folder / METADATA, metadata)
+    for old in folder.iterdir():
+        if STATE.fullmatch(old.name) and old.name != metadata["state"]:
+            old.unlink()
 
 
 def logged_epochs(log, folder, needed=None):
@@ -102,9 +136,10 @@ def verify(folder, log):
     return epochs
 
 
-def load(model, folder, steps):
-    """Restore the variables; the optimizer's step count must be `steps`."""
-    epochs, data = read_metadata(folder)
+def load(model, folder, steps, epoch=None):
+    """Restore the variables (of the latest epoch, or of `epoch`); the optimizer's step
+    count must be `steps` per epoch."""
+    epochs, data = read_metadata(folder, epoch)
     targets = variables(model)
     with np.load(io.BytesIO(data), allow_pickle=False) as state:
         arrays = [state[f"arr_{i}"] for i in range(len(state.files))]
@@ -120,16 +155,18 @@ def load(model, folder, steps):
 
 
 class Backup(keras.callbacks.Callback):
-    """Restores the backup (if `resuming`) when fit begins, saves one after each epoch."""
+    """Restores the backup of epoch `resume_at` (if above 0) when fit begins, saves one
+    after each epoch."""
 
-    def __init__(self, folder, resuming):
+    def __init__(self, folder, resume_at):
         super().__init__()
-        self.folder, self.resuming = folder, resuming
+        self.folder, self.resume_at = folder, resume_at
 
     def on_train_begin(self, logs=None):
-        if self.resuming:
+        if self.resume_at:
             # Keras' own BackupAndRestore tells fit where to start the same way.
-            self.model._initial_epoch = load(self.model, self.folder, self.params.get("steps"))
+            self.model._initial_epoch = load(self.model, self.folder, self.params.get("steps"),
+                                             self.resume_at)
 
     def on_epoch_end(self, epoch, logs=None):
         save(self.model, self.folder, epoch + 1)

@@ -110,6 +110,12 @@ def add_run_flags(add):
         help="mirrored: all local GPUs (or --cpu-devices logical CPUs); multiworker: the "
              "cluster in TF_CONFIG, the chief writes the outputs. The global batch stays "
              "--batch-size")
+    add("--sync-bn", action="store_true",
+        help="with --distribute: every BatchNormalization layer normalises with the "
+             "statistics of the whole global batch, shared across replicas and workers")
+    add("--slurm-port", type=positive_int, default=8888,
+        help="--distribute multiworker under Slurm without TF_CONFIG: the port of a "
+             "node's first worker (its k-th listens on this + k)")
     add("--cpu-devices", type=positive_int, default=2,
         help="with --distribute mirrored and no GPU: split the CPU into this many devices")
     add("--no-plot", action="store_true", help="write no pictures")
@@ -163,6 +169,8 @@ def parse_args(argv, defaults):
     if args.compare and args.no_batchnorm:
         parser.error("--compare already trains the variant without BatchNormalization; "
                      "drop --no-batchnorm")
+    if args.sync_bn and not args.distribute:
+        parser.error("--sync-bn shares statistics between replicas: add --distribute")
     if args.compare and args.seed is None:
         args.seed = COMPARE_SEED
     if args.compare:  # the comparison shows the batch-statistics curves

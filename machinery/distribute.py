@@ -1,33 +1,105 @@
-"""--distribute: training under tf.distribute, on several devices or machines.
+"""--distribute: training under tf.distribute, on several devices or machines
+(docs/distributed.md).
 
-The one module that touches Keras internals (a workaround for two bugs of
-Keras 3.15.1 under MultiWorkerMirroredStrategy, checked against Keras 3.15.1);
-tests/test_distribute.py fails if Keras changes under it.
+The one module that touches Keras and TensorFlow internals, each checked against the
+versions below (tests/test_distribute.py fails if either changes under it): a
+workaround for two bugs of Keras 3.15.1 under MultiWorkerMirroredStrategy, and the
+set-up of TensorFlow 2.21's coordination service, whose heartbeat timeout bounds how
+long a worker waits for a lost peer.
 """
 import contextlib
 import json
 import os
+import re
+import signal
 
 from machinery.errors import ScriptError
 from machinery.quiet import tf
 
 KERAS_CHECKED = "3.15.1"
+TF_CHECKED = "2.21.0"
+# A worker whose peers hear no heartbeat from it for HEARTBEAT_TIMEOUT_S is lost: every
+# collective is aborted. Its peers stop within about LOST_WORKER_BOUND_S of its end (the
+# timeout, then the step under way and their own exit; measured in docs/distributed.md).
+HEARTBEAT_TIMEOUT_S = 10
+LOST_WORKER_BOUND_S = 30
+# Below this many images per replica, BatchNormalization's batch statistics get noisy
+# (Wu & He 2018, Group Normalization, Fig. 1): a note suggests --sync-bn.
+SMALL_SHARE = 16
+RERUN = "start every worker again with the same command: they resume from their backups"
 
 
-def make_strategy(name, cpu_devices=2):
+def slurm_resolver(port):
+    """The cluster of a Slurm job step (srun), one task per worker, task k of a node on
+    port+k. With GPUs, one task per node, which trains on all of its node's GPUs."""
+    if "SLURM_PROCID" not in os.environ:
+        raise ScriptError("under Slurm, start every worker with srun (SLURM_PROCID is not "
+                          "set): see docs/distributed.md")
+    resolvers = tf.distribute.cluster_resolver
+    try:
+        per_node = max(int(n) for n in re.findall(
+            r"\d+", re.sub(r"\(x\d+\)", "", os.environ["SLURM_STEP_TASKS_PER_NODE"])))
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        if gpus and per_node > 1:
+            raise ScriptError("with GPUs, start one Slurm task per node (--ntasks-per-node=1"
+                              "): each trains on all of its node's GPUs")
+        # auto_set_gpu off: TensorFlow has seen the devices already; without GPUs the
+        # resolver still wants a device slot per task.
+        resolver = resolvers.SlurmClusterResolver(
+            port_base=port, gpus_per_node=gpus or per_node, gpus_per_task=gpus or 1,
+            auto_set_gpu=False)
+        resolver.cluster_spec()  # sets task_type and task_id
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise ScriptError(f"cannot read the Slurm job step's cluster ({err}): start the "
+                          "workers with srun, see docs/distributed.md") from None
+    return resolver
+
+
+def cluster_resolver(port):
+    """TF_CONFIG if set (by hand, or by Kubernetes' TFJob), else the Slurm job's cluster."""
+    if "TF_CONFIG" not in os.environ and "SLURM_JOB_ID" in os.environ:
+        return slurm_resolver(port)
+    try:
+        json.loads(os.environ["TF_CONFIG"])
+    except KeyError:
+        raise ScriptError("--distribute multiworker needs the cluster in the TF_CONFIG "
+                          "environment variable, or a Slurm job: see docs/distributed.md") \
+            from None
+    except ValueError as err:
+        raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see docs/distributed.md") from None
+    return None  # MultiWorkerMirroredStrategy reads TF_CONFIG itself
+
+
+def bound_lost_worker_wait(resolver):
+    """Configure TensorFlow's coordination service as MultiWorkerMirroredStrategy would,
+    but with a heartbeat timeout of HEARTBEAT_TIMEOUT_S (it then skips its own set-up):
+    a peer silent that long is lost, and every collective is aborted."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    spec = (resolver or tf.distribute.cluster_resolver.TFConfigClusterResolver()).cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000)
+
+
+def make_strategy(name, cpu_devices=2, slurm_port=8888):
     """The tf.distribute strategy for --distribute, or None. Must run before
     TensorFlow starts its devices, so it runs first."""
     if name is None:
         return None
     if name == "multiworker":
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except KeyError:
-            raise ScriptError("--distribute multiworker needs the cluster in the TF_CONFIG "
-                              "environment variable: see docs/distributed.md") from None
-        except ValueError as err:
-            raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see docs/distributed.md") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = cluster_resolver(slurm_port)
+        bound_lost_worker_wait(resolver)
+        handler = signal.getsignal(signal.SIGTERM)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        # The strategy's preemption notifier takes SIGTERM over and only logs it; give it
+        # back to cli.py's handler, which stops the run as Ctrl-C does.
+        with contextlib.suppress(ValueError, TypeError):  # not the main thread / not Python's
+            signal.signal(signal.SIGTERM, handler)
+        return strategy
     if tf.config.list_physical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -36,9 +108,19 @@ def make_strategy(name, cpu_devices=2):
     return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 
 
+def is_multiworker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def task_name(strategy):
+    """'worker 1' or 'chief 0': how errors and folders name this process."""
+    resolver = strategy.cluster_resolver
+    return f"{resolver.task_type} {resolver.task_id}"
+
+
 def is_chief(strategy):
     """Only one process writes the output folder: the chief, or worker 0 if none is named."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not is_multiworker(strategy):
         return True
     resolver = strategy.cluster_resolver
     return (resolver.task_type in (None, "chief")
@@ -46,9 +128,59 @@ def is_chief(strategy):
                 and "chief" not in resolver.cluster_spec().as_dict()))
 
 
+def note_small_shares(args):
+    """One line when each replica normalises fewer than SMALL_SHARE images and --sync-bn
+    is off."""
+    replicas = args.strategy.num_replicas_in_sync if args.strategy else 1
+    share = args.batch_size // replicas
+    if replicas > 1 and share < SMALL_SHARE and not args.sync_bn:
+        print(f"Note: each of the {replicas} replicas normalises only {share} images per step "
+              f"(under {SMALL_SHARE}, BatchNormalization's statistics get noisy): add "
+              "--sync-bn, or a larger --batch-size (docs/distributed.md).")
+
+
+def gather_from_workers(strategy, values):
+    """Every worker's `values` (a list of ints), one row per worker, in task order: a
+    collective, so every worker must call it at the same point."""
+    local = tf.constant([values], tf.int64)
+
+    @tf.function
+    def gather():
+        return tf.distribute.get_replica_context().all_gather(local, axis=0)
+
+    results = strategy.experimental_local_results(strategy.run(gather))
+    return results[0].numpy()[::len(results)].tolist()  # each local replica gave a row
+
+
+LOST = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+COLLECTIVE_FAULTS = ("UnavailableError", "DeadlineExceededError", "AbortedError",
+                     "CancelledError")
+
+
+def lost_worker(err, strategy):
+    """The one-line ScriptError for a collective that failed because a peer is gone (its
+    gRPC connection reset, or the health check gave up on it), or None: anything else is
+    a bug to show in full."""
+    if not (is_multiworker(strategy) and isinstance(err, tf.errors.OpError)):
+        return None
+    message = str(err)
+    if not (type(err).__name__ in COLLECTIVE_FAULTS or "ollective" in message
+            or "Connection reset" in message or "Socket closed" in message):
+        return None
+    peers = [f"{kind} {index}" for kind, index in LOST.findall(message)
+             if f"{kind} {index}" != task_name(strategy)]
+    who = peers[0] if peers else "another worker"
+    return ScriptError(f"lost contact with {who} ({type(err).__name__}): {RERUN}")
+
+
 def scope(strategy):
     """Where the model must be built: the strategy's scope, or nowhere special."""
     return strategy.scope() if strategy else contextlib.nullcontext()
+
+
+def norm_options(args):
+    """--sync-bn: the BatchNormalization layers share their batch statistics across replicas."""
+    return {"synchronized": True} if args.sync_bn else {}
 
 
 def work_around_keras_distribution_bugs(model, strategy):
@@ -79,7 +211,7 @@ def work_around_keras_distribution_bugs(model, strategy):
         return lambda data: tf.nest.map_structure(lambda v: tf.reshape(v, (1,)), step(data))
 
     model._maybe_symbolic_build = build
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if not is_multiworker(strategy):
         return model
     model.train_step = with_shaped_logs(model.train_step)
     model.test_step = with_shaped_logs(model.test_step)

@@ -78,7 +78,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None or self.renorm or self.axis not in (-1, len(inputs.shape) - 1):
+        if (mask is not None or self.renorm or self.synchronized  # --sync-bn: Keras' own
+                or self.axis not in (-1, len(inputs.shape) - 1)):
             return super().call(inputs, training=training, mask=mask)
         shape = tf.shape(inputs)
         x = tf.cast(inputs, "float32")

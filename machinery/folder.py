@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -28,7 +29,8 @@ def run_files():
              outputs.TRAINING_HISTORY_PNG, outputs.PREDICTIONS_PNG,
              outputs.CONFUSION_MATRIX_PNG, outputs.BATCHNORM_STATISTICS_PNG,
              *compare.file_names()]
-    folders = [outputs.BACKUP_DIR, outputs.LOGS_DIR, *compare.folder_names()]
+    folders = [outputs.BACKUP_DIR, outputs.LOGS_DIR, outputs.WORKERS_DIR,
+               *compare.folder_names()]
     return [*files, *map(outputs.partial_name, files), *folders]
 
 
@@ -54,9 +56,19 @@ def listing(names, most=5):
     return ", ".join(names[:most]) + more
 
 
+def workers_folder(out):
+    """{workers} if `out` holds the other workers' folders (which they may create before
+    the chief writes its manifest), else nothing."""
+    workers = out / outputs.WORKERS_DIR
+    if workers.is_dir() and all(re.fullmatch(r"(chief|worker)-\d+", path.name)
+                                for path in workers.iterdir()):
+        return {outputs.WORKERS_DIR}
+    return set()
+
+
 def refuse_foreign(out, manifest, lock_is_ours=False):
     foreign = {path.name for path in out.iterdir()} - ours(manifest) - (
-        {LOCK} if lock_is_ours else set())
+        {LOCK} if lock_is_ours else set()) - workers_folder(out)
     if foreign:
         raise ScriptError(
             f"{out} holds files this script did not write ({listing(foreign)}): move them "
@@ -74,8 +86,9 @@ def refuse_finished(out, manifest, overwrite):
 
 
 def remove_run(out, manifest):
-    """--overwrite: delete the files the manifest lists, nothing else."""
-    for name in ours(manifest) - {MANIFEST, LOCK}:
+    """--overwrite: delete the files the manifest lists, nothing else; the other workers'
+    folders are theirs to replace (startup.own_folder)."""
+    for name in ours(manifest) - {MANIFEST, LOCK, outputs.WORKERS_DIR}:
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

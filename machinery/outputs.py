@@ -23,6 +23,7 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 BATCHNORM_STATISTICS_PNG = "batchnorm_statistics.png"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
+WORKERS_DIR = "workers"  # --distribute multiworker: the other workers' own folders
 
 
 def partial_name(name):
@@ -73,7 +74,7 @@ def run_config(args, batchnorm, arrays):
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "fast": fast.SETTINGS if args.fast else None,
         "precision": args.precision,
-        "distribute": args.distribute,
+        "distribute": args.distribute, "sync_bn": args.sync_bn,
         "replicas": args.strategy.num_replicas_in_sync if args.strategy else 1,
     }
 

@@ -7,18 +7,19 @@ settings and data, is refused with one line rather than trusted.
 """
 import contextlib
 import csv
+import hashlib
 import json
 import shutil
 import time
 
-from machinery import backup, outputs
+from machinery import backup, distribute, outputs
 from machinery.errors import ScriptError, TerminationSignal
 from machinery.quiet import keras, until_first_epoch_ends
 
 # What a backup must share with this run to be resumed by it (every setting that
 # changes what training computes), in the order an error names the differences.
 MUST_MATCH = ("dataset", "data_sha256", "batchnorm", "batch_size", "validation_split",
-              "limit", "fast", "seed", "distribute", "replicas", "bn_momentum",
+              "limit", "fast", "seed", "distribute", "replicas", "sync_bn", "bn_momentum",
               "track_batch_stats", "precision")
 # What a key missing from an older backup's config.json meant.
 BEFORE_THE_KEY = {"precision": "float32"}
@@ -72,11 +73,10 @@ def start_fresh(folder, log, wanted):
     return 0
 
 
-def start_or_resume(out, config, restart=False):
-    """Return how many epochs the backup in `out` already holds, once it has proved
-    itself (backup.verify). With none (or with `restart`), start a new backup: 0."""
+def backup_epochs(out, wanted, restart=False):
+    """How many epochs the backup in `out` holds, once it has proved itself
+    (backup.verify). With none (or with `restart`), start a new backup: 0."""
     folder, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
-    wanted = resume_key(config)
     if restart:
         return start_fresh(folder, log, wanted)
     if not (folder / backup.METADATA).exists():
@@ -96,11 +96,71 @@ def start_or_resume(out, config, restart=False):
             f"{out} holds the backup of a different run ({', '.join(changed)}): "
             "add --restart to discard it, or choose another --output-dir"
         )
-    epochs_done = backup.verify(folder, log)
+    return backup.verify(folder, log)
+
+
+def earliest_epoch(folder, latest):
+    """The earliest epoch this backup can resume from: its previous state's, or 0 (a
+    fresh start) when it holds one epoch."""
+    previous = backup.previous_epoch(folder) if latest else None
+    return 0 if latest == 1 else (previous or latest)
+
+
+def worker_names(rows):
+    return [f"{'chief' if row[0] == 0 else 'worker'} {row[1]}" for row in rows]
+
+
+def agreed_epoch(strategy, epochs, wanted):
+    """The epoch every worker resumes from: the same on all, or the same one-line error on
+    all. `epochs` is this worker's (latest, earliest) epoch, or None if it failed."""
+    if not distribute.is_multiworker(strategy):
+        return epochs and epochs[0]
+    resolver, settings = strategy.cluster_resolver, json.dumps(wanted, sort_keys=True)
+    rows = distribute.gather_from_workers(strategy, [
+        0 if resolver.task_type == "chief" else 1, resolver.task_id, int(epochs is not None),
+        *(epochs or (0, 0)), int(hashlib.sha256(settings.encode()).hexdigest()[:15], 16)])
+    names = worker_names(rows)
+    failed = [name for name, row in zip(names, rows) if not row[2]]
+    if epochs is None:
+        return None  # this worker raises its own error
+    if failed:
+        raise ScriptError(f"{', '.join(failed)} cannot resume its backup (its own error line "
+                          f"says why): fix that, then {distribute.RERUN}")
+    if len({row[5] for row in rows}) > 1:
+        raise ScriptError("the workers were started with different settings or data: start "
+                          "every worker with the same command and the same data")
+    common = min(row[3] for row in rows)
+    if any(row[4] > common for row in rows):
+        held = ", ".join(f"{name}: {row[3]}" for name, row in zip(names, rows))
+        raise ScriptError(f"the workers' backups hold different epochs ({held}) and no epoch "
+                          "is kept by all: add --restart on every worker to start at epoch 1")
+    return common
+
+
+def settle(out, wanted, latest, epochs_done):
+    """Make the backup hold `epochs_done` epochs (the workers' common epoch) and say so."""
+    folder, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
+    if epochs_done == 0:
+        return start_fresh(folder, log, wanted) if latest else 0
+    if epochs_done < latest:
+        backup.roll_back(folder, epochs_done)
     keep_first_rows(log, epochs_done)
     print(f"Resuming from the backup in {folder}: {epochs_done} epoch(s) already done "
           "(add --restart to start over).")
     return epochs_done
+
+
+def start_or_resume(out, config, restart=False, strategy=None):
+    """Return how many epochs of the backup in `out` training resumes after: all it
+    holds, or under --distribute multiworker the epoch every worker holds."""
+    wanted = resume_key(config)
+    try:
+        latest = backup_epochs(out, wanted, restart)
+    except ScriptError:
+        agreed_epoch(strategy, None, wanted)  # the other workers must not wait for this one
+        raise
+    epochs = (latest, earliest_epoch(out / outputs.BACKUP_DIR, latest))
+    return settle(out, wanted, latest, agreed_epoch(strategy, epochs, wanted))
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -131,19 +191,19 @@ class Session:
             # The log comes first: a kill between the two leaves one log row too
             # many, which start_or_resume drops, never one too few.
             keras.callbacks.CSVLogger(str(out / outputs.HISTORY_CSV), append=True),
-            backup.Backup(out / outputs.BACKUP_DIR, resuming=epochs_done > 0),
+            backup.Backup(out / outputs.BACKUP_DIR, epochs_done),
         ]
         self.history = {}
 
 
 @contextlib.contextmanager
-def resumable(out, config, restart=False, pictures=True):
+def resumable(out, config, restart=False, pictures=True, strategy=None):
     """Around model.fit: start or resume the backup, yield the Session whose callbacks fit
     takes, keep TensorFlow's start-up lines quiet, and turn Ctrl-C (or SIGTERM) into
     Interrupted (Terminated) after writing what was finished. The backup stays: it goes
     only when every output is written (folder.claimed). Afterwards session.history
     holds every epoch of the run."""
-    session = Session(out, start_or_resume(out, config, restart))
+    session = Session(out, start_or_resume(out, config, restart, strategy))
     try:
         with until_first_epoch_ends(session.callbacks):
             yield session

@@ -1,11 +1,11 @@
 """Before anything slow: the output folder is writable and this run's alone (folder.py),
 the devices are set up, the precision is one they compute natively, the seeds are set,
-and a worker that is not the chief writes to a scratch folder."""
+and a worker that is not the chief writes to its own folder."""
 import contextlib
+import shutil
 import tempfile
-from pathlib import Path
 
-from machinery import distribute, fast, folder
+from machinery import distribute, fast, folder, outputs
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
 
@@ -30,23 +30,45 @@ def seed_everything(seed):
 
 
 @contextlib.contextmanager
-def prepared(args):
-    """Check the output folder, set up devices (args.strategy) and seeds; the chief
-    holds the output folder for the run's whole life (a dry run writes nothing there);
-    a worker that is not the chief gets a scratch output folder, removed when it is done."""
-    check_output_dir(args.output_dir)
-    with filtered_stderr():
-        tf.config.list_physical_devices()  # the first device query logs CUDA probing
-        args.strategy = distribute.make_strategy(args.distribute, args.cpu_devices)
-    args.precision = fast.effective_precision(args.precision)
-    if args.seed is not None:
-        seed_everything(args.seed)
+def own_folder(args):
+    """The chief holds the output folder for the run's whole life (a dry run writes
+    nothing there); another worker keeps its files, its backup included, in
+    OUTPUT_DIR/workers/TASK-N, which outlives a failed run and goes when it finishes."""
     if distribute.is_chief(args.strategy):
         with (contextlib.nullcontext() if args.dry_run
               else folder.claimed(args.output_dir, args.overwrite)):
-            yield args
+            yield
         return
-    # Other workers train in step with the chief but keep their files apart.
-    with tempfile.TemporaryDirectory(prefix="kmnist-worker-") as scratch:
-        args.output_dir = Path(scratch)
-        yield args
+    workers = args.output_dir / outputs.WORKERS_DIR
+    args.output_dir = workers / distribute.task_name(args.strategy).replace(" ", "-")
+    if args.overwrite and not args.dry_run:  # as the chief replaces its run
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+    check_output_dir(args.output_dir)
+    yield
+    shutil.rmtree(args.output_dir)
+    with contextlib.suppress(OSError):  # the last worker to finish removes the folder
+        workers.rmdir()
+
+
+@contextlib.contextmanager
+def prepared(args):
+    """Check the output folder, set up devices (args.strategy) and seeds, and give this
+    process its own folder (own_folder); a worker lost under --distribute multiworker
+    is one line (distribute.lost_worker)."""
+    check_output_dir(args.output_dir)
+    with filtered_stderr():
+        tf.config.list_physical_devices()  # the first device query logs CUDA probing
+        args.strategy = distribute.make_strategy(args.distribute, args.cpu_devices,
+                                                 args.slurm_port)
+    distribute.note_small_shares(args)
+    args.precision = fast.effective_precision(args.precision)
+    if args.seed is not None:
+        seed_everything(args.seed)
+    try:
+        with own_folder(args):
+            yield args
+    except tf.errors.OpError as err:
+        lost = distribute.lost_worker(err, args.strategy)
+        if lost is None:
+            raise
+        raise lost from None

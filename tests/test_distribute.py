@@ -1,14 +1,10 @@
-"""--distribute: logical CPU devices in one process, two workers on 127.0.0.1, the chief
-rule and the non-chief's scratch folder, and what a bad TF_CONFIG gets."""
+"""--distribute: logical CPU devices in one process, the chief rule, the other workers'
+own folders, and what a bad TF_CONFIG gets. Two workers on 127.0.0.1 train in
+tests/test_workers.py (TF_CONFIG) and tests/test_slurm.py (Slurm)."""
 import argparse
-import contextlib
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -47,53 +43,22 @@ def test_mirrored_trains_on_three_logical_cpu_devices_with_the_global_batch(data
     assert (out / "model.keras").exists()
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_workers_train_together_and_only_the_chief_writes(data_dir, tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    out = tmp_path / "multiworker"
-    scratch_parent = tmp_path / "tmp"  # where tempfile puts the non-chief's scratch folder
-    scratch_parent.mkdir()
-    processes = []
-    for index in range(2):
-        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "model_batchnorm.py"), "--distribute", "multiworker",
-             "--data-dir", str(data_dir), "--output-dir", str(out), *SMALL],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            # gRPC honours the tests' closed http_proxy: let the workers reach each other.
-            env={**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1",
-                 "TMPDIR": str(scratch_parent),
-                 "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}))
-    deadline = time.monotonic() + 300
-    try:
-        # A worker that fails leaves the other waiting for it: stop at the first failure.
-        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
-            if any(p.poll() not in (None, 0) for p in processes):
-                break
-            time.sleep(0.2)
-    finally:
-        for p in processes:
-            p.kill()
-    outputs = [p.communicate() for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
-    history = json.loads((out / "history.json").read_text())
-    assert [len(v) for v in history.values()] == [1, 1, 1, 1]
-    run = json.loads((out / "run.json").read_text())
-    assert run["config"]["distribute"] == "multiworker" and run["config"]["replicas"] == 2
-    assert sorted(p.name for p in out.iterdir()) == [
-        "history.csv", "history.json", "manifest.json", "model.keras", "run.json"]
-    assert [p.name for p in scratch_parent.iterdir() if p.name.startswith("kmnist-worker-")] == []
-
-
+def free_ports(count, consecutive=False):
+    """`count` ports free on 127.0.0.1 (`consecutive` ones for Slurm's port+k), found by
+    binding them; the workers bind them again moments later."""
+    while True:
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            sockets[0].bind(("127.0.0.1", 0))
+            first = sockets[0].getsockname()[1]
+            for offset, s in enumerate(sockets[1:], start=1):
+                s.bind(("127.0.0.1", first + offset if consecutive else 0))
+            return [s.getsockname()[1] for s in sockets]
+        except OSError:  # the next port is taken: try another first port
+            continue
+        finally:
+            for s in sockets:
+                s.close()
 
 
 def tf_config_error(capsys, tmp_path):
@@ -109,9 +74,10 @@ def tf_config_error(capsys, tmp_path):
 
 def test_multiworker_without_tf_config_is_one_line_error(capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     line = tf_config_error(capsys, tmp_path)
     assert line.startswith("error: --distribute multiworker needs the cluster in the TF_CONFIG "
-                           "environment variable: ")
+                           "environment variable, or a Slurm job: ")
 
 
 @pytest.mark.parametrize("tf_config", ['{"cluster": {"worker": ["127.0.0.1:1"]}',
@@ -137,6 +103,10 @@ class FakeMultiWorker(tf.distribute.MultiWorkerMirroredStrategy):
     def cluster_resolver(self):
         return self.resolver
 
+    @property
+    def num_replicas_in_sync(self):  # one CPU replica per worker
+        return sum(len(tasks) for tasks in self.resolver.cluster_spec().as_dict().values())
+
 
 WORKERS = {"worker": ["10.0.0.1:1", "10.0.0.2:1"]}
 WITH_CHIEF = {"chief": ["10.0.0.9:1"], **WORKERS}
@@ -155,29 +125,55 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task_type, task_id, 
 
 def startup_args(out):
     return argparse.Namespace(output_dir=out, distribute="multiworker", cpu_devices=2, seed=None,
-                              dry_run=False, overwrite=False, precision="float32")
+                              dry_run=False, overwrite=False, slurm_port=8888, batch_size=250,
+                              sync_bn=False, precision="float32")
 
 
-@pytest.mark.parametrize("fails", [False, True], ids=["finishes", "fails"])
-def test_a_non_chief_worker_writes_to_a_scratch_folder_that_is_removed(
-        fails, monkeypatch, tmp_path):
+def test_a_non_chief_worker_removes_its_own_folder_when_it_finishes(monkeypatch, tmp_path):
     monkeypatch.setattr(distribute, "make_strategy",
-                        lambda kind, devices: FakeMultiWorker(WORKERS, "worker", 1))
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
     out = tmp_path / "out"
-    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+    with startup.prepared(startup_args(out)) as args:
+        assert args.output_dir == out / "workers" / "worker-1" and args.output_dir.is_dir()
+        (args.output_dir / "model.keras").write_text("the worker's copy")
+    assert list(out.iterdir()) == []  # the chief's folder: nothing left from this worker
+
+
+def test_a_failed_non_chief_worker_keeps_its_folder_for_the_rerun(monkeypatch, tmp_path):
+    monkeypatch.setattr(distribute, "make_strategy",
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
         with startup.prepared(startup_args(out)) as args:
-            scratch = args.output_dir
-            assert scratch != out and scratch.is_dir() and not scratch.is_relative_to(out)
-            (scratch / "model.keras").write_text("the worker's copy")
-            if fails:
-                raise RuntimeError("training failed")
-    assert not scratch.exists()
-    assert list(out.iterdir()) == []  # the chief's folder: nothing from this worker
+            (args.output_dir / "backup").mkdir()
+            raise RuntimeError("training failed")
+    assert (out / "workers" / "worker-1" / "backup").is_dir()
 
 
 def test_the_chief_writes_to_the_output_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(distribute, "make_strategy",
-                        lambda kind, devices: FakeMultiWorker(WORKERS, "worker", 0))
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 0))
     out = tmp_path / "out"
     with startup.prepared(startup_args(out)) as args:
         assert args.output_dir == out
+
+
+def test_the_internals_touched_are_those_of_the_checked_versions():
+    # distribute.py patches Keras' model build and configures TensorFlow's coordination
+    # service by hand: both were checked against these releases only.
+    import keras
+    assert (tf.__version__, keras.__version__) == ("2.21.0", "3.15.1")
+    assert (distribute.TF_CHECKED, distribute.KERAS_CHECKED) == ("2.21.0", "3.15.1")
+
+
+def test_overwrite_on_a_non_chief_worker_replaces_only_its_own_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(distribute, "make_strategy",
+                        lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
+    out = tmp_path / "out"
+    (out / "workers" / "worker-1" / "backup").mkdir(parents=True)
+    (out / "workers" / "worker-2" / "backup").mkdir(parents=True)  # another worker's
+    args = startup_args(out)
+    args.overwrite = True
+    with startup.prepared(args) as args:
+        assert list(args.output_dir.iterdir()) == []  # its old backup is gone
+    assert [p.name for p in (out / "workers").iterdir()] == ["worker-2"]

@@ -365,6 +365,7 @@ def test_sigterm_during_training(capsys, keras_cache, tmp_path, monkeypatch):
 CHECKED_IN_TEST_RESUME = ("a backup of a different configuration", "Ctrl-C during training")
 # Every --predict row, each by its own test there (test_every_predict_row_is_checked).
 CHECKED_IN_TEST_PREDICT = "`--predict` "
+CHECKED_IN_TEST_SYNC_BN_AND_SLURM = ("`--sync-bn` without", "`--distribute multiworker` in a Slurm")
 
 
 def test_every_row_of_the_table_is_checked():
@@ -377,7 +378,8 @@ def test_every_row_of_the_table_is_checked():
                "a backup that disagrees", "an output folder with a finished run",
                "an output folder with files the script did not write",
                "an output folder another run is using", "a full disk, a read-only folder",
-               "SIGTERM during training", *CHECKED_IN_TEST_RESUME)
+               "SIGTERM during training", *CHECKED_IN_TEST_RESUME,
+               *CHECKED_IN_TEST_SYNC_BN_AND_SLURM)
     rows = [row for row in readme_table() if not row.startswith(CHECKED_IN_TEST_PREDICT)]
-    assert len(rows) == len(checked) == 22
+    assert len(rows) == len(checked) == 24
     assert all(any(row.startswith(start) for start in checked) for row in rows), rows

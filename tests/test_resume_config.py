@@ -10,7 +10,7 @@ import keras
 import pytest
 
 import model_batchnorm as mb
-from conftest import cli, error_lines
+from conftest import cli, error_lines, run_script
 from testdata import synthetic
 
 
@@ -125,3 +125,23 @@ def test_restart_discards_a_backup_even_of_another_configuration(backup, data, c
     history = json.loads((backup / "history.json").read_text())
     assert all(len(values) == 1 for values in history.values())
     assert logged_epochs(backup) == [0]
+
+
+@pytest.mark.parametrize("made_under, flags, difference", [
+    ({}, ["--distribute", "mirrored", "--cpu-devices", "2"],
+     "distribute None -> 'mirrored', replicas 1 -> 2"),
+    # config.json records what a backup was made under: here 3 replicas, --sync-bn
+    ({"distribute": "mirrored", "replicas": 3, "sync_bn": True},
+     ["--distribute", "mirrored", "--cpu-devices", "2"], "replicas 3 -> 2, sync_bn True -> False"),
+], ids=["distribute", "replicas-and-sync-bn"])
+def test_backup_of_another_distribution_is_refused(made_under, flags, difference, backup, data):
+    saved = json.loads((backup / "backup" / "config.json").read_text())
+    (backup / "backup" / "config.json").write_text(json.dumps({**saved, **made_under}))
+    before = snapshot(backup)
+    # A process of its own: the logical devices must be set before TensorFlow starts.
+    done = run_script(*command(data, backup, *flags))
+    assert done.returncode == 1
+    assert error_lines(done.stderr) == [
+        f"error: {backup} holds the backup of a different run ({difference}): "
+        "add --restart to discard it, or choose another --output-dir"]
+    assert snapshot(backup) == before

@@ -1,0 +1,86 @@
+"""--sync-bn: under --distribute, BatchNormalization normalises with the whole global
+batch's statistics (docs/distributed.md), checked against a NumPy computation by hand;
+without it, a note when each replica's share of the batch is small."""
+import argparse
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, cli
+from machinery import distribute
+from test_readme_errors import readme_row
+
+MOMENTUM = 0.5  # the moving statistics move halfway to the batch's in one step
+
+
+def one_step(path):
+    """In a fresh process (logical devices are set before TensorFlow starts): the
+    lesson's model under --distribute mirrored on two CPU devices with --sync-bn, one
+    step on a global batch of 8 whose halves (one per replica) differ; saves the batch,
+    the first convolution's starting weights and the first BatchNormalization's moving
+    statistics after the step."""
+    import model_batchnorm as mb
+    from machinery import cli as flags
+    args = flags.parse_args(["--distribute", "mirrored", "--cpu-devices", "2", "--sync-bn",
+                             "--bn-momentum", str(MOMENTUM), "--batch-size", "8"],
+                            dict(epochs=1, batch_size=8, validation_split=0.2, verbosity=0))
+    args.classes, args.strategy = 10, distribute.make_strategy("mirrored", 2)
+    model = mb.make_model(args)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0.5, 1, (4, 28, 28, 1)), rng.uniform(0, 0.2, (4, 28, 28, 1))])
+    kernel, bias = (np.asarray(w) for w in model.layers[0].get_weights())
+    model.fit(x.astype("float32"), np.arange(8), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    norm = model.layers[1]
+    np.savez(path, x=x, kernel=kernel, bias=bias, mean=np.asarray(norm.moving_mean),
+             variance=np.asarray(norm.moving_variance))
+
+
+def test_sync_bn_moving_statistics_are_those_of_the_whole_global_batch(tmp_path):
+    path = tmp_path / "step.npz"
+    code = f"import sys; sys.path[:0] = {[str(ROOT), str(ROOT / 'tests')]!r}; " \
+           f"import test_sync_bn; test_sync_bn.one_step({str(path)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = np.load(path)
+    # The first convolution by hand: 3x3 windows, no padding, then ReLU.
+    windows = np.lib.stride_tricks.sliding_window_view(saved["x"][..., 0], (3, 3), axis=(1, 2))
+    features = np.maximum(np.einsum("nijab,abf->nijf", windows, saved["kernel"][:, :, 0, :])
+                          + saved["bias"], 0)
+    # One device on the same global batch: statistics over all 8 images; Keras'
+    # moving statistics start at mean 0, variance 1.
+    batch_mean = features.mean(axis=(0, 1, 2))
+    batch_variance = features.var(axis=(0, 1, 2))
+    np.testing.assert_allclose(saved["mean"], MOMENTUM * 0 + (1 - MOMENTUM) * batch_mean,
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(saved["variance"], MOMENTUM * 1 + (1 - MOMENTUM) * batch_variance,
+                               rtol=1e-4, atol=1e-6)
+    # The halves differ: each replica's own variance would be far from the whole batch's.
+    half_variance = (features[:4].var(axis=(0, 1, 2)) + features[4:].var(axis=(0, 1, 2))) / 2
+    assert np.abs(half_variance - batch_variance).max() > 1e-2
+
+
+class Replicas:
+    def __init__(self, count):
+        self.num_replicas_in_sync = count
+
+
+@pytest.mark.parametrize("replicas, sync_bn, note", [
+    (16, False, "Note: each of the 16 replicas normalises only 15 images per step (under 16, "
+                "BatchNormalization's statistics get noisy): add --sync-bn, or a larger "
+                "--batch-size (docs/distributed.md).\n"),  # 250 // 16 = 15
+    (16, True, ""),  # synchronised: every layer sees all 250
+    (4, False, ""),  # 62 each
+], ids=["small-shares", "synchronised", "large-shares"])
+def test_a_note_when_each_replica_normalises_few_images(replicas, sync_bn, note, capsys):
+    args = argparse.Namespace(strategy=Replicas(replicas), batch_size=250, sync_bn=sync_bn)
+    distribute.note_small_shares(args)
+    assert capsys.readouterr().out == note
+
+
+def test_sync_bn_without_distribute_is_refused(capsys, tmp_path):
+    (line,), code = readme_row("`--sync-bn` without")  # docs/troubleshooting.md's table
+    assert cli(["--sync-bn", "--output-dir", str(tmp_path / "out")]) == code == 2
+    assert capsys.readouterr().err == line + "\n"
