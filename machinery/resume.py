@@ -19,7 +19,7 @@ from machinery.quiet import keras, until_first_epoch_ends
 # changes what training computes), in the order an error names the differences.
 MUST_MATCH = ("dataset", "data_sha256", "batchnorm", "batch_size", "validation_split",
               "limit", "fast", "seed", "distribute", "replicas", "bn_momentum",
-              "track_batch_stats")
+              "track_batch_stats", "learning_rate")
 
 
 def read_history_csv(path):

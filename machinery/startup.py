@@ -42,7 +42,7 @@ def prepared(args):
         seed_everything(args.seed)
     if distribute.is_chief(args.strategy):
         with (contextlib.nullcontext() if args.dry_run
-              else folder.claimed(args.output_dir, args.overwrite)):
+              else folder.claimed(args.output_dir, args.overwrite, args.learning_rates)):
             yield args
         return
     # Other workers train in step with the chief but keep their files apart.

@@ -155,7 +155,7 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task_type, task_id, 
 
 def startup_args(out):
     return argparse.Namespace(output_dir=out, distribute="multiworker", cpu_devices=2, seed=None,
-                              dry_run=False, overwrite=False)
+                              dry_run=False, overwrite=False, learning_rates=[0.001])
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["finishes", "fails"])

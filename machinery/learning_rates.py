@@ -1,0 +1,60 @@
+"""--learning-rate: Adam's step size, several at once under --compare (Ioffe & Szegedy
+2015, Section 3.3: BatchNormalization lets a network train with higher rates), a run
+that diverges stopped with one line, and the two clocks of convergence (epochs and
+wall-clock seconds to a validation accuracy)."""
+import math
+
+from machinery.quiet import keras
+
+DEFAULT = 0.001  # Adam's default, the lesson's
+
+
+def rate_text(rate):
+    """0.001 -> '0.001', 1e-05 -> '1e-05': short, and what the user typed for usual rates."""
+    return f"{rate:g}"
+
+
+def pair_names(variants, rates):
+    """The sub-folder of each (variant, rate) pair, grouped by rate; one rate keeps the
+    variants' own names, the layout of a --compare run without --learning-rate."""
+    if len(rates) == 1:
+        return [(variant, rates[0], variant) for variant in variants]
+    return [(variant, rate, f"{variant}_lr{rate_text(rate)}") for rate in rates
+            for variant in variants]
+
+
+def diverged_at(loss):
+    """The first epoch (counted from 1) whose training loss is NaN or infinite, or None."""
+    for epoch, value in enumerate(loss, start=1):
+        if not math.isfinite(value):
+            return epoch
+    return None
+
+
+def seconds_to_reach(epoch, epoch_seconds, resumed_from=0):
+    """Wall-clock seconds of the epochs up to `epoch` (validation included); None when
+    the epoch was not reached or some of those epochs ran before a resume (not timed)."""
+    if epoch is None or resumed_from > 0 or len(epoch_seconds) < epoch:
+        return None
+    return sum(epoch_seconds[:epoch])
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training when the loss turns NaN or infinite, with one line saying so
+    (keras.callbacks.TerminateOnNaN without its per-batch wording); the epoch is still
+    validated and logged, so the history shows where it diverged."""
+
+    def __init__(self, learning_rate):
+        super().__init__()
+        self.learning_rate, self.epoch = learning_rate, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and not self.model.stop_training:
+            self.model.stop_training = True
+            print(f"Diverged: the training loss became {float(loss)} in epoch "
+                  f"{self.epoch + 1} at learning rate {rate_text(self.learning_rate)}; "
+                  "this run stops here, the others go on.")
