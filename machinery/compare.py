@@ -82,7 +82,7 @@ def comparison_summary(results, labels=VARIANT_LABELS):
                 for key, epoch in reached.items()},
             "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)
                                   if epoch_seconds else None),
-            "diverged_at_epoch": diverged_at(history["loss"]),
+            "diverged_at_epoch": diverged_at(history.get("loss", [])),
             **validation_accuracies(history, result.get("batchnorm_diagnosis")),
         }
     return summary

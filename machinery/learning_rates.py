@@ -40,21 +40,20 @@ def seconds_to_reach(epoch, epoch_seconds, resumed_from=0):
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Stops training when the loss turns NaN or infinite, with one line saying so
-    (keras.callbacks.TerminateOnNaN without its per-batch wording); the epoch is still
-    validated and logged, so the history shows where it diverged."""
+    """Stops training at the end of the epoch whose loss turned NaN or infinite, with
+    one line saying so (keras.callbacks.TerminateOnNaN stops within the epoch, but a
+    per-step hook makes Keras hand every step's logs to Python, which slows the lesson's
+    run: see machinery/quiet.py). The epoch is validated and logged, so the history
+    shows where it diverged."""
 
     def __init__(self, learning_rate):
         super().__init__()
-        self.learning_rate, self.epoch = learning_rate, 0
+        self.learning_rate = learning_rate
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)) and not self.model.stop_training:
+        if loss is not None and not math.isfinite(float(loss)):
             self.model.stop_training = True
-            print(f"Diverged: the training loss became {float(loss)} in epoch "
-                  f"{self.epoch + 1} at learning rate {rate_text(self.learning_rate)}; "
-                  "this run stops here, the others go on.")
+            print(f"Diverged: the training loss became {float(loss)} in epoch {epoch + 1} "
+                  f"at learning rate {rate_text(self.learning_rate)}; this run stops "
+                  "here, the others go on.")
