@@ -7,7 +7,8 @@ import shutil
 
 import plot_history
 from machinery import layer_inputs
-from machinery.learning_rates import DEFAULT, diverged_at, pair_names, seconds_to_reach
+from machinery.learning_rates import (DEFAULT, diverged_at, draw_curves, pair_names,
+                                      seconds_to_reach)
 from machinery.outputs import write_json
 from machinery.quiet import keras
 
@@ -139,9 +140,15 @@ def draw(args, out, results, labels):
     names = list(results)
     images = results[names[0]]["train_images"]
     where = f"{args.dataset.upper()}, {images:,} training images"
-    plot_history.plot_comparison([results[n]["history"] for n in names],
-                                 labels=[labels[n] for n in names], path=out / COMPARISON_PNG,
-                                 title=f"{where}: validation curves")
+    if len(args.learning_rates) > 1:  # a panel per rate
+        draw_curves([(VARIANT_LABELS[variant], rate, results[name]["history"])
+                     for variant, _, rate, name in pairs(args.learning_rates)],
+                    out / COMPARISON_PNG, title=f"{where}: validation accuracy")
+    else:
+        plot_history.plot_comparison([results[n]["history"] for n in names],
+                                     labels=[labels[n] for n in names],
+                                     path=out / COMPARISON_PNG,
+                                     title=f"{where}: validation curves")
     files = [out / n / layer_inputs.LAYER_INPUTS_JSON for n in names]
     if all(path.exists() for path in files):
         layer_inputs.draw([json.loads(path.read_text()) for path in files],

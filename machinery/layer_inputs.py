@@ -25,6 +25,9 @@ from machinery.quiet import keras
 
 PERCENTILES = (15, 50, 85)
 POINTS = 100  # about this many per run: the interval is derived from the run's steps
+# The measurements may take at most this share of training's wall-clock time: a point
+# is skipped while they would exceed it (a short run on a slow machine gets fewer).
+BUDGET = 0.03
 LAYER_INPUTS_JSON = "layer_inputs.json"
 LAYER_INPUTS_PNG = "layer_inputs.png"
 
@@ -70,9 +73,9 @@ def previous_points(path, layer, interval):
 
 
 class LayerInputs(keras.callbacks.Callback):
-    """Every `interval` steps (and before the first), the percentiles of the chosen
-    layer's inputs on the probe batch; written to `path` after each epoch, so that a
-    resumed run continues the file."""
+    """Every `interval` steps (and before the first and after the last), the percentiles
+    of the chosen layer's inputs on the probe batch, while their cost stays within
+    BUDGET; written to `path` after each epoch, so that a resumed run continues it."""
 
     def __init__(self, probe, name, path, picture=None):
         super().__init__()
@@ -85,10 +88,12 @@ class LayerInputs(keras.callbacks.Callback):
         self.upstream = keras.Model(self.model.inputs[0], layer.input)  # built once
         saved = previous_points(self.path, self.name, self.interval)
         done = self.steps_done()
+        self.started = time.perf_counter() - saved.get("wall_seconds", 0.0)
         self.series = {"layer": self.name, "measured": f"inputs of {measured}",
-                        "percentiles": list(PERCENTILES), "probe_images": len(self.probe),
-                        "interval_steps": self.interval, "seconds": saved.get("seconds", 0.0),
-                        "steps": [], **{f"p{p}": [] for p in PERCENTILES}}
+                       "percentiles": list(PERCENTILES), "probe_images": len(self.probe),
+                       "interval_steps": self.interval, "budget": BUDGET,
+                       "seconds": saved.get("seconds", 0.0), "wall_seconds": 0.0,
+                       "steps": [], **{f"p{p}": [] for p in PERCENTILES}}
         for index, step in enumerate(saved.get("steps", [])):
             if step <= done:  # not those of an epoch the backup does not hold
                 self.append(step, [saved[f"p{p}"][index] for p in PERCENTILES])
@@ -110,17 +115,22 @@ class LayerInputs(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.steps_done()  # with steps_per_execution, called once per call
-        if step >= self.series["steps"][-1] + self.interval:
+        affordable = self.series["seconds"] <= BUDGET * (time.perf_counter() - self.started)
+        if step >= self.series["steps"][-1] + self.interval and affordable:
             self.measure(step)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.write()
+
+    def write(self):
+        self.series["wall_seconds"] = time.perf_counter() - self.started
         write_json(self.path, self.series)
 
     def on_train_end(self, logs=None):
         """The last point is the final weights', those model.keras holds."""
         if self.steps_done() > self.series["steps"][-1]:
             self.measure(self.steps_done())
-            write_json(self.path, self.series)
+            self.write()
         if self.picture:
             variant = "with" if norm_layers(self.model) else "without"
             rate = float(np.asarray(self.model.optimizer.learning_rate))

@@ -14,7 +14,6 @@ import pytest
 import model_batchnorm as mb
 from conftest import run_script
 from machinery import cli as machinery_cli
-from testdata import synthetic
 
 PAIRS = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr1e+06",
          "no_batchnorm_lr1e+06")
@@ -25,10 +24,8 @@ LABELS = ("with BatchNormalization, learning rate 0.001",
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("learning-rate-data")
-    synthetic.write(synthetic.folder_paths(folder), synthetic.make_arrays(600, 100))
-    return folder
+def data(module_data_dir):
+    return module_data_dir
 
 
 @pytest.fixture(scope="module")
