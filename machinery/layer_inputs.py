@@ -113,8 +113,14 @@ class LayerInputs(keras.callbacks.Callback):
         self.append(step, percentiles(self.model, self.upstream, self.probe))
         self.series["seconds"] += time.perf_counter() - start
 
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.steps_done()  # with steps_per_execution, called once per call
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Before a step (with steps_per_execution, before a call of several): the steps
+        done so far, counted in Python. Not after a step: a per-step end hook makes Keras
+        give up dispatching callbacks asynchronously, which slows every step."""
+        step = self.epoch * self.params["steps"] + batch
         affordable = self.series["seconds"] <= BUDGET * (time.perf_counter() - self.started)
         if step >= self.series["steps"][-1] + self.interval and affordable:
             self.measure(step)
