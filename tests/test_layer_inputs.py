@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from conftest import run_script
+from conftest import cli, run_script
 from machinery import layer_inputs
 from testdata import synthetic
 
@@ -132,3 +132,29 @@ def test_both_variants_measure_the_same_place(name, batchnorm_input, plain_input
         _, layer = layer_inputs.measured_layer(model, name)
         feeding = model.layers[model.layers.index(layer) - 1]
         assert names[model.layers.index(feeding)] == expected
+
+
+class CtrlCAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+def test_a_resumed_run_continues_the_file(data, tmp_path, monkeypatch):
+    """Ctrl-C after epoch 1, the same command again: one point per step from 0 to the
+    last, those of epoch 1 kept as the first run measured them."""
+    monkeypatch.setattr(layer_inputs, "BUDGET", 1e9)
+    argv = ["--data-dir", str(data), "--limit", "500", "--epochs", "2", "--batch-size", "50",
+            "--seed", "3", "--no-plot", "--output-dir", str(tmp_path), "--track-layer-inputs"]
+    real_train = mb.train
+    monkeypatch.setattr(mb, "train", lambda *args: real_train(
+        *args[:-1], args[-1] + [CtrlCAfterFirstEpoch()]))
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert cli(argv) == 130
+    first = json.loads((tmp_path / "layer_inputs.json").read_text())
+    assert first["steps"] == list(range(8))  # 8 steps an epoch, each measured before it
+    monkeypatch.setattr(mb, "train", real_train)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli(argv) == 0
+    record = json.loads((tmp_path / "layer_inputs.json").read_text())
+    assert record["steps"] == list(range(17))
+    assert record["p50"][:8] == first["p50"]
