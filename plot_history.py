@@ -9,7 +9,12 @@ As a function: `plot_history(history, "curves.png")` takes a Keras History, its
 One file draws its training and validation curves; several files are overlaid
 (validation curves, one colour per run). Also draws the test-set pictures that
 model_batchnorm.py writes: a grid of predictions and a confusion matrix.
+
+Stands alone: it imports nothing of this project (only NumPy and matplotlib), so
+it can be copied into other code. Bad input is one line on stderr and exit code 1
+(2 for a bad command line), without a traceback.
 """
+import argparse
 import functools
 import json
 import sys
@@ -19,12 +24,23 @@ import numpy as np
 from matplotlib import font_manager, ft2font
 from matplotlib.figure import Figure
 
-from machinery.cli import OneLineParser, run
-from machinery.errors import ScriptError
+
+class HistoryError(Exception):
+    """A history that cannot be plotted, or a bad command line: the message says why
+    and what to do; `code` is the exit code."""
+
+    code = 1
 
 
-class HistoryError(ScriptError):
-    """A history that cannot be plotted; the message says why and what to do."""
+class UsageError(HistoryError):
+    code = 2  # a bad command line, as argparse uses
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line instead of usage text."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
 
 
 def load_history(source):
@@ -244,7 +260,8 @@ def default_labels(paths):
 
 
 def main(argv=None):
-    """The command line; bad input raises ScriptError, which run() shows as one line."""
+    """The command line; bad input raises HistoryError, which command_line() shows as
+    one line."""
     parser = OneLineParser(description="Plot one training history, or overlay several.")
     parser.add_argument("histories", nargs="+", type=Path, help="history.json file(s)")
     parser.add_argument("-o", "--output", type=Path, default=None,
@@ -261,10 +278,20 @@ def main(argv=None):
             labels = args.labels or default_labels(args.histories)
             plot_comparison(args.histories, labels, output, args.title)
     except OSError as err:
-        raise ScriptError(f"cannot write {output} ({err.strerror}): "
+        raise HistoryError(f"cannot write {output} ({err.strerror}): "
                           "choose another path with -o") from None
     print(f"Wrote {output}")
 
 
+def command_line(argv=None):
+    """main(argv) with bad input as one line on stderr; returns the exit code."""
+    try:
+        main(argv)
+    except HistoryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(command_line())

@@ -123,6 +123,9 @@ def machine(versions):
     merged = {}
     for v in versions:
         merged.update(v)
+    if "torch" in merged:  # PyPI's Linux wheel is the CUDA build, PyTorch's CPU index +cpu
+        cuda = merged.pop("torch_cuda", None)
+        merged["torch"] += f" ({'CUDA ' + cuda if cuda else 'CPU-only'} build)"
     return (f"{cpu} ({', '.join(features)}), {os.cpu_count()} cores, GPU: {gpu}, "
             f"{platform.system()}; " + ", ".join(f"{k} {v}" for k, v in sorted(merged.items())))
 

@@ -141,7 +141,7 @@ def main(argv=None):
         "train_images": split_at, "epoch_seconds": epoch_seconds,
         "evaluation_seconds": evaluation_seconds, "bf16": args.bf16, "compile": args.compile,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__},
+                     "torch_cuda": torch.version.cuda, "numpy": np.__version__},
     }, indent=2))
     return 0
 

@@ -1,6 +1,6 @@
 """The command line: flags (their defaults are the lesson's constants, handed in by
-model_batchnorm.py), one-line errors and exit codes. Imports no TensorFlow, so
-plot_history.py's command line shares it and starts at once."""
+model_batchnorm.py), one-line errors and exit codes. Imports no TensorFlow, so that
+a bad flag is told at once."""
 import argparse
 import contextlib
 import importlib.util
@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+import plot_history
 from machinery.datasets import DATASETS, OWN
 from machinery.errors import Interrupted, ScriptError, TerminationSignal, UsageError
 
@@ -231,7 +232,7 @@ def run(main, argv=None):
     except Interrupted as err:
         print(err, file=sys.stderr)
         return err.code
-    except ScriptError as err:
+    except (ScriptError, plot_history.HistoryError) as err:  # the helper stands alone
         print(f"error: {err}", file=sys.stderr)
         return err.code
     except KeyboardInterrupt as err:

@@ -3,7 +3,9 @@
 Each choice was measured with bench/benchmark.py and kept because it helped on
 a CPU (docs/speed.md): fused BatchNormalization, uint8 images scaled in a
 prefetching tf.data pipeline, and several steps per call into TensorFlow.
-XLA (jit_compile) and bfloat16 were measured too, and did not help.
+XLA (jit_compile) was measured too and was slower. bfloat16 was faster on an
+avx512_bf16 CPU (2026-11-25, docs/speed.md) but changes the numerics, so --fast
+computes in float32.
 """
 from machinery.data import training_image_count
 from machinery.quiet import keras, tf

@@ -49,3 +49,13 @@ def test_medians_take_the_middle_run_and_accuracy_the_mean_and_spread():
     assert summary["images_per_second"] == 2
     assert abs(summary["val_accuracy"] - 0.88) < 1e-12  # (0.80 + 0.90 + 0.94) / 3
     assert abs(summary["val_accuracy_spread"] - 0.14) < 1e-12
+
+
+def test_machine_line_says_which_torch_build_ran():
+    # torch.version.cuda is None in PyTorch's CPU-only build, "13.0" in PyPI's Linux wheel.
+    cpu = benchmark.machine([{"tensorflow": "2.21.0"}, {"torch": "2.13.0+cpu", "torch_cuda": None}])
+    cuda = benchmark.machine([{"torch": "2.13.0", "torch_cuda": "13.0"}])
+    assert "tensorflow 2.21.0, torch 2.13.0+cpu (CPU-only build)" in cpu
+    assert cuda.endswith("; torch 2.13.0 (CUDA 13.0 build)")
+    assert "torch_cuda" not in cpu + cuda
+    assert "torch" not in benchmark.machine([{"tensorflow": "2.21.0"}]).split(";")[1]

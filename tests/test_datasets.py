@@ -5,6 +5,9 @@ import gzip
 import hashlib
 import json
 import re
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -105,7 +108,7 @@ def test_truncated_fashion_file_is_one_line(fashion_cache, tmp_path, capsys):
     assert str(bad) in line and "--redownload" in line
 
 
-PNG_EXAMPLE = re.search(r"## Your own data.*?```python\n(.*?)```", DATA_DOCS, re.S)
+OWN_DATA_COMMANDS = re.search(r"## Your own data.*?```sh\n(.*?)```", DATA_DOCS, re.S)
 
 
 def make_png_tree(root):
@@ -122,20 +125,36 @@ def make_png_tree(root):
             (image.convert("RGB") if i % 2 else image).save(root / name / f"{i}.png")
 
 
-def test_readme_png_example_makes_a_folder_that_trains(tmp_path):
-    assert PNG_EXAMPLE, "docs/data.md's 'Your own data' has no python example"
-    script = tmp_path / "make_data_npz.py"
-    script.write_text(PNG_EXAMPLE.group(1))
+def docs_command(starts_with):
+    """The argv of the docs' own-data command that starts so, `python` made this Python."""
+    assert OWN_DATA_COMMANDS, "docs/data.md's 'Your own data' has no sh block"
+    line, = [line for line in OWN_DATA_COMMANDS.group(1).splitlines()
+             if line.startswith(starts_with)]
+    return [sys.executable, *shlex.split(line)[1:]]
+
+
+def test_docs_converter_command_makes_a_folder_that_trains(tmp_path):
+    # The two commands exactly as docs/data.md gives them, run where images/ is;
+    # the scripts' relative paths are the repository's.
+    convert = docs_command("python tools/images_to_npz.py")
+    train = docs_command("python model_batchnorm.py --dataset own")
+    convert[1], train[1] = str(ROOT / convert[1]), str(ROOT / train[1])
     make_png_tree(tmp_path / "images")
-    import subprocess
-    import sys
-    made = subprocess.run([sys.executable, str(script), str(tmp_path / "images"),
-                           str(tmp_path / "mydata")], capture_output=True, text=True, timeout=120)
+    made = subprocess.run(convert, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    done = run_script("--dataset", "own", "--data-dir", tmp_path / "mydata",
-                      "--output-dir", tmp_path / "out", *SMALL)
+    assert made.stdout == ("Wrote mydata/data.npz: 3 classes (cat, dog, owl), 96 training and "
+                           "24 test images; their names in mydata/class_names.txt.\n")
+    with np.load(tmp_path / "mydata" / "data.npz") as data:
+        assert data["x_train"].shape == (96, 28, 28) and data["x_train"].dtype == np.uint8
+        assert data["x_test"].shape == (24, 28, 28)
+        y_train, y_test = data["y_train"], data["y_test"]
+    # 40 images a class, mixed: every class in the test set and in the last 20% of
+    # the training arrays (the validation split), not one class after another.
+    assert np.bincount(np.concatenate([y_train, y_test])).tolist() == [40, 40, 40]
+    assert set(y_test.tolist()) == set(y_train[-20:].tolist()) == {0, 1, 2}
+    done = subprocess.run([*train, "--output-dir", "out", *SMALL], capture_output=True,
+                          text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    # 120 images, a fifth for testing: 96 training and 24 test.
     assert "Own data: 3 classes (labels 0 to 2, named in class_names.txt), 96 training and " \
            "24 test images." in done.stdout
     run = json.loads((tmp_path / "out" / "run.json").read_text())

@@ -44,3 +44,16 @@ def test_docs_document_every_output_file():
                  "batchnorm_comparison.png", "comparison.json", "layer_inputs.json",
                  "layer_inputs.png", "batchnorm_lr0.001/", "history_batchnorm_lr0.1.json"):
         assert f"`{name}`" in FLAGS_DOCS, name
+
+
+def test_readme_is_a_short_front_door_that_names_the_lesson_and_links_every_page():
+    lines = README.splitlines()
+    assert len(lines) <= 250
+    lesson = "https://www.machinecurve.com/index.php/2020/01/15/how-to-use-batch-normalization-with-keras/"
+    assert any(f"]({lesson})" in line for line in lines[:10])
+    # A newcomer's way to a finished smoke run and its picture, in the first 60 lines.
+    top = "\n".join(lines[:60])
+    for needed in ("--dry-run", "--limit", "training_history.png", "![", "Test accuracy"):
+        assert needed in top, needed
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in README, page.name

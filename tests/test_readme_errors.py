@@ -1,9 +1,9 @@
-"""The "When things go wrong" table of docs/troubleshooting.md, line for line: each bad input gets exactly the
+"""The table of docs/troubleshooting.md, line for line: each bad input gets exactly the
 line the table shows (its paths replaced by this test's), and the exit code it shows.
 
-The expected lines are read from docs/troubleshooting.md itself, so the README and the program cannot
+The expected lines are read from docs/troubleshooting.md itself, so the page and the program cannot
 drift apart. In the table, `...` and `[...]` stand for text that varies (a URL, a list of
-names), `<file>` for the file's path and `<fix>` for the advice the README defines below
+names), `<file>` for the file's path and `<fix>` for the advice the page defines below
 the table. Two rows need a backup and a killed run; tests/test_resume.py checks them
 against this table with readme_row(). The rows of the output folder and its backup
 (a finished run, files of the user's, a second run, a damaged backup, a full disk,
@@ -36,10 +36,11 @@ def readme_section():
 
 
 def readme_table():
-    """{input cell: ([each `message` of the 'what you see' cell], exit code)}"""
+    """{input cell: ([each `message` of the 'what you see' cell], exit code)}; the
+    table's columns are input, what you see, exit code and what is kept."""
     rows = {}
     for line in readme_section().splitlines():
-        match = re.fullmatch(r"\| (.+?) \| (.+) \| (\d+) \|", line)
+        match = re.fullmatch(r"\| (.+?) \| (.+?) \| (\d+) \| [^|]+ \|", line)
         if match:
             rows[match.group(1)] = (re.findall(r"`([^`]+)`", match.group(2)),
                                     int(match.group(3)))
@@ -54,11 +55,11 @@ def readme_row(starts_with):
 
 
 def readme_fixes():
-    """What the README says `<fix>` stands for: {'cache': ..., 'data_dir': ...}."""
+    """What the page says `<fix>` stands for: {'cache': ..., 'data_dir': ...}."""
     prose = " ".join(readme_section().split())
     match = re.search(r'`<fix>` is "([^"]+)" for a file in the Keras cache, and "([^"]+)" '
                       r"for one in `--data-dir`", prose)
-    assert match, "README no longer defines <fix>"
+    assert match, "docs/troubleshooting.md no longer defines <fix>"
     return {"cache": match.group(1), "data_dir": match.group(2)}
 
 
@@ -68,7 +69,7 @@ def assert_whole_line(template, line, **substitutions):
         assert old in template, (old, template)
         template = template.replace(old, str(new))
     pattern = ".*".join(re.escape(part) for part in template.split("..."))
-    assert re.fullmatch(pattern, line), f"\nREADME: {template}\nactual: {line}"
+    assert re.fullmatch(pattern, line), f"\ndocs:   {template}\nactual: {line}"
 
 
 def error_output(capsys, argv):
