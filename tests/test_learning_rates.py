@@ -71,8 +71,11 @@ def test_a_diverging_run_stops_with_one_line_and_the_others_go_on(rates):
     assert all(len(history[name]["loss"]) == 1 for name in diverged)  # stopped in epoch 1
     assert all(len(history[name]["loss"]) == 2 for name in PAIRS if name not in diverged)
     lines = [line for line in printed.splitlines() if line.startswith("Diverged")]
-    assert lines == [f"Diverged: the training loss became nan in epoch 1 at learning rate "
-                     f"1e+06; this run stops here, the others go on."] * len(diverged)
+    assert len(lines) == len(diverged)
+    for line in lines:  # NaN here; another machine's arithmetic may overflow to inf first
+        assert re.fullmatch(r"Diverged: the training loss became (nan|inf) in epoch 1 at "
+                            r"learning rate 1e\+06; this run stops here, the others go on\.",
+                            line), line
 
 
 def expected_cell(history, run, threshold, clock):
