@@ -7,8 +7,9 @@ training images for validation), test, print the result and plot the history.
 
 This file holds the lesson's steps in the lesson's order. The flags (docs/flags-and-outputs.md,
 `--help`) add smoke runs, offline data, resuming, Kuzushiji-49, a comparison
-without BatchNormalization, --fast and --distribute; their machinery lives in
-the package `machinery/`, one module per job.
+without BatchNormalization, --fast, --distribute and --predict (the trained model
+on your own images); their machinery lives in the package `machinery/`, one
+module per job.
 """
 import sys
 import time
@@ -21,7 +22,7 @@ from keras import layers
 
 import plot_history
 from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, layer_inputs,
-                       learning_rates, outputs, resume, startup)
+                       learning_rates, outputs, predict, resume, startup)
 
 # The lesson's configuration; the flags default to these. "no_" means "number of".
 img_width, img_height = 28, 28
@@ -159,6 +160,8 @@ def main(argv=None):
     defaults = dict(epochs=no_epochs, batch_size=batch_size,
                     validation_split=validation_split, verbosity=verbosity)
     args = cli.parse_args(argv, defaults)
+    if args.predict:  # the trained model on your own images: trains and writes nothing
+        return predict.classify(args.predict, preprocess)
     with startup.prepared(args):
         loaded = load_data(args.dataset, args.data_dir, args.redownload)
         run_data = data.for_this_run(loaded, args)  # also sets args.classes

@@ -19,6 +19,7 @@ learning_rates  --learning-rate: several under --compare, divergence, both clock
 layer_inputs    --track-layer-inputs: a layer's input percentiles during training
 fast            --fast: the same computation, executed faster
 distribute      --distribute: tf.distribute strategies (the only use of Keras internals)
+predict         --predict: a trained model on your own image files, read-only
 
 Data for the tests and the benchmark lives apart, in testdata/. Importing the
 package runs nothing; model_batchnorm.py imports from it, never the other way round.

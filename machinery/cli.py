@@ -152,6 +152,21 @@ def add_run_flags(add):
         help="Keras fit verbosity; default 1 on a terminal, 2 (a line per epoch) when piped")
 
 
+def add_predict_flag(add):
+    add("--predict", nargs="+", metavar=("MODEL", "IMAGE"), default=None,
+        help="classify images with a trained model instead of training: MODEL is a run's "
+             "output folder or its .keras file; one line per image (docs/predict.md)")
+
+
+def refuse_flags_beside_predict(parser, args):
+    """--predict trains nothing, so a training flag beside it would silently do nothing."""
+    defaults = vars(parser.parse_args([]))
+    given = [f"--{name.replace('_', '-')}" for name, value in vars(args).items()
+             if name != "predict" and value != defaults[name]]
+    if given:
+        parser.error(f"--predict takes no other flag (got {', '.join(given)})")
+
+
 def build_parser(defaults):
     """The training script's flags; `defaults` holds the lesson's epochs, batch_size and
     validation_split."""
@@ -164,6 +179,7 @@ def build_parser(defaults):
     add_run_flags(parser.add_argument)
     add_batchnorm_flags(parser.add_argument)
     add_study_flags(parser.add_argument)
+    add_predict_flag(parser.add_argument)
     return parser
 
 
@@ -171,6 +187,9 @@ def parse_args(argv, defaults):
     """The flags, checked; `defaults` also gives the lesson's verbosity for a terminal."""
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
+    if args.predict is not None:
+        refuse_flags_beside_predict(parser, args)
+        return args
     if args.verbose is None:
         args.verbose = defaults["verbosity"] if sys.stdout.isatty() else 2
     if args.compare and args.no_batchnorm:

@@ -387,6 +387,8 @@ def test_sigterm_during_training(capsys, keras_cache, tmp_path, monkeypatch):
 
 
 CHECKED_IN_TEST_RESUME = ("a backup of a different configuration", "Ctrl-C during training")
+# Every --predict row, each by its own test there (test_every_predict_row_is_checked).
+CHECKED_IN_TEST_PREDICT = "`--predict` "
 
 
 def test_every_row_of_the_table_is_checked():
@@ -403,6 +405,6 @@ def test_every_row_of_the_table_is_checked():
                # --- issue 17: layer inputs and learning rates ---
                "`--learning-rate 0`", "several `--learning-rate` values",
                "the same `--learning-rate` twice", "`--layer-inputs-of` a layer")
-    rows = list(readme_table())
+    rows = [row for row in readme_table() if not row.startswith(CHECKED_IN_TEST_PREDICT)]
     assert len(rows) == len(checked) == 26
     assert all(any(row.startswith(start) for start in checked) for row in rows), rows
