@@ -21,8 +21,8 @@ import keras
 from keras import layers
 
 import plot_history
-from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, outputs,
-                       predict, resume, startup)
+from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, layer_inputs,
+                       learning_rates, outputs, predict, resume, startup)
 
 # The lesson's configuration; the flags default to these. "no_" means "number of".
 img_width, img_height = 28, 28
@@ -74,10 +74,10 @@ def build_model(input_shape, no_classes, batchnorm=True,
     )
 
 
-def compile_model(model, steps_per_execution=1):
+def compile_model(model, steps_per_execution=1, learning_rate=0.001):
     model.compile(
         loss=keras.losses.sparse_categorical_crossentropy,
-        optimizer=keras.optimizers.Adam(),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
@@ -116,7 +116,8 @@ def make_model(args, batchnorm=True):
         model = build_model(input_shape, args.classes, batchnorm,
                             lambda: norm_class(momentum=args.bn_momentum,
                                                **distribute.norm_options(args)))
-        compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1)
+        compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1,
+                      args.learning_rate)
     return distribute.work_around_keras_distribution_bugs(model, args.strategy)
 
 
@@ -128,7 +129,9 @@ def train_and_test(args, arrays, out, batchnorm=True):
     monitor = batchnorm_stats.monitor(x_train, y_train, config)  # before CSVLogger: it logs
     with resume.resumable(out, config, args.restart, not args.no_plot,
                           args.strategy) as session:
-        callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks]
+        callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks,
+                     *layer_inputs.callbacks(args, x_train, config, out),
+                     learning_rates.StopOnDivergence(args.learning_rate)]
         history = train(model, x_train, y_train, args, callbacks)
     history.history = session.history  # every epoch, those before a resume too
     # Moving statistics lag on short runs: see docs/batchnorm-statistics.md.

@@ -15,6 +15,8 @@ resume          resuming from the backup, the full history, Ctrl-C and SIGTERM
 outputs         the files a run writes and the record of the run
 batchnorm_stats BatchNormalization's moving against batch statistics
 compare         --compare: the network with and without BatchNormalization
+learning_rates  --learning-rate: several under --compare, divergence, both clocks
+layer_inputs    --track-layer-inputs: a layer's input percentiles during training
 fast            --fast: the same computation, executed faster
 distribute      --distribute: tf.distribute strategies, Slurm, lost workers, --sync-bn (the
                 only use of Keras and TensorFlow internals)

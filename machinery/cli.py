@@ -13,6 +13,15 @@ from machinery.datasets import DATASETS, OWN
 from machinery.errors import Interrupted, ScriptError, TerminationSignal, UsageError
 
 COMPARE_SEED = 1  # --compare without --seed
+LEARNING_RATE = 0.001  # Adam's default, the lesson's
+# The lesson's layers as the faithful run's model summary names them
+# (machinery/layer_inputs.py checks them against the model).
+LESSON_LAYERS = ("conv2d", "batch_normalization", "max_pooling2d", "batch_normalization_1",
+                 "conv2d_1", "batch_normalization_2", "max_pooling2d_1",
+                 "batch_normalization_3", "flatten", "dense", "batch_normalization_4",
+                 "dense_1")
+# The output layer's inputs: the closest this network has to Ioffe & Szegedy's Figure 1.
+DEFAULT_LAYER = "dense_1"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -52,6 +61,32 @@ def momentum(text):
         raise argparse.ArgumentTypeError(
             f"expected a momentum from 0 (inclusive) to 1 (exclusive), got {text!r}")
     return value
+
+
+def positive_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a learning rate above 0, got {text!r}")
+    return value
+
+
+def add_study_flags(add):
+    """The lesson's two claims measured: covariate shift and higher learning rates."""
+    add("--learning-rate", type=positive_rate, nargs="+", default=[LEARNING_RATE],
+        metavar="RATE",
+        help="Adam's learning rate (Keras' and the lesson's 0.001); with --compare, "
+             "several: each is trained with and without BatchNormalization")
+    add("--track-layer-inputs", action="store_true",
+        help="record the 15th, 50th and 85th percentiles of a layer's inputs on a probe "
+             "batch about 100 times during training, in layer_inputs.json and "
+             "layer_inputs.png (always on with --compare)")
+    add("--layer-inputs-of", choices=LESSON_LAYERS, default=None, metavar="LAYER",
+        help=f"the layer whose inputs --track-layer-inputs records, by its name in the "
+             f"model summary (implies --track-layer-inputs; default {DEFAULT_LAYER}, the "
+             f"output layer): {', '.join(LESSON_LAYERS)}")
 
 
 def add_batchnorm_flags(add):
@@ -153,6 +188,7 @@ def build_parser(defaults):
     add_data_flags(parser.add_argument, defaults)
     add_run_flags(parser.add_argument)
     add_batchnorm_flags(parser.add_argument)
+    add_study_flags(parser.add_argument)
     add_predict_flag(parser.add_argument)
     return parser
 
@@ -173,8 +209,11 @@ def parse_args(argv, defaults):
         parser.error("--sync-bn shares statistics between replicas: add --distribute")
     if args.compare and args.seed is None:
         args.seed = COMPARE_SEED
-    if args.compare:  # the comparison shows the batch-statistics curves
-        args.track_batch_stats = True
+    if args.compare:  # the comparison shows the batch-statistics curves, and the inputs
+        args.track_batch_stats = args.track_layer_inputs = True
+    check_learning_rates(parser, args)
+    args.track_layer_inputs = args.track_layer_inputs or args.layer_inputs_of is not None
+    args.layer_inputs_of = args.layer_inputs_of or DEFAULT_LAYER
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ScriptError("--tensorboard needs the tensorboard package, which writes and "
                           "shows the logs: pip install tensorboard")
@@ -182,6 +221,19 @@ def parse_args(argv, defaults):
         parser.error("--dataset own needs --data-dir FOLDER holding data.npz "
                      "(docs/data.md)")
     return args
+
+
+def check_learning_rates(parser, args):
+    """Several rates only under --compare, each once; args.learning_rate is the first
+    (the one a single run trains with), args.learning_rates all of them."""
+    rates = args.learning_rates = args.learning_rate
+    if len(rates) > 1 and not args.compare:
+        parser.error("several --learning-rate values need --compare, which trains each "
+                     "with and without BatchNormalization; give one rate, or add --compare")
+    repeated = sorted({rate for rate in rates if rates.count(rate) > 1})
+    if repeated:
+        parser.error(f"--learning-rate {repeated[0]:g} is given twice: give each rate once")
+    args.learning_rate = rates[0]
 
 
 def raise_termination(signum, frame):

@@ -1,8 +1,14 @@
 """--compare: the lesson's question, does BatchNormalization help? The same network
-trained with and without it, from the same seed on the same data."""
+trained with and without it, from the same seed on the same data, at each
+--learning-rate; both clocks (epochs and seconds) to each validation accuracy."""
+import argparse
+import json
 import shutil
 
 import plot_history
+from machinery import layer_inputs
+from machinery.learning_rates import (DEFAULT, diverged_at, draw_curves, pair_names,
+                                      seconds_to_reach)
 from machinery.outputs import write_json
 from machinery.quiet import keras
 
@@ -24,13 +30,30 @@ def history_name(variant):
     return f"history_{variant}.json"
 
 
-def file_names():
-    """The files --compare writes beside the variants' folders."""
-    return [*(history_name(name) for name, _ in VARIANTS), COMPARISON_JSON, COMPARISON_PNG]
+def pairs(rates=(DEFAULT,)):
+    """(variant, batchnorm, learning rate, sub-folder) of each run --compare makes."""
+    batchnorm = dict(VARIANTS)
+    return [(variant, batchnorm[variant], rate, name)
+            for variant, rate, name in pair_names([v for v, _ in VARIANTS], list(rates))]
 
 
-def folder_names():
-    return [name for name, _ in VARIANTS]
+def folder_names(rates=(DEFAULT,)):
+    """The sub-folders of --compare; those of one rate always, so that a folder started
+    with one rate and resumed with several still holds only its own files."""
+    names = [name for *_, name in pairs(rates)]
+    return names + [name for *_, name in pairs() if name not in names]
+
+
+def file_names(rates=(DEFAULT,)):
+    """The files --compare writes beside the runs' folders."""
+    return [*(history_name(name) for name in folder_names(rates)), COMPARISON_JSON,
+            COMPARISON_PNG, layer_inputs.LAYER_INPUTS_PNG]
+
+
+def pair_label(variant, rate, rates):
+    """The table's and the pictures' name of a run: the rate only where there are several."""
+    label = VARIANT_LABELS[variant]
+    return label if len(rates) == 1 else f"{label}, learning rate {rate:g}"
 
 
 def epochs_to_reach(val_accuracy, threshold):
@@ -41,20 +64,26 @@ def epochs_to_reach(val_accuracy, threshold):
     return None
 
 
-def comparison_summary(results):
+def comparison_summary(results, labels=VARIANT_LABELS):
+    """Per run (keyed by its sub-folder): the figures the table shows."""
     summary = {}
     for name, result in results.items():
         history, epoch_seconds = result["history"], result["epoch_seconds"]
+        reached = {f"{threshold:.0%}": epochs_to_reach(history["val_accuracy"], threshold)
+                   for threshold in THRESHOLDS}
         summary[name] = {
+            "label": labels[name],
+            "learning_rate": result.get("config", {}).get("learning_rate"),
             "parameters": result["parameters"],
             "test_accuracy": result["test_accuracy"],
             "test_loss": result["test_loss"],
-            "epochs_to_val_accuracy": {
-                f"{threshold:.0%}": epochs_to_reach(history["val_accuracy"], threshold)
-                for threshold in THRESHOLDS
-            },
+            "epochs_to_val_accuracy": reached,
+            "seconds_to_val_accuracy": {
+                key: seconds_to_reach(epoch, epoch_seconds, result.get("resumed_from_epoch", 0))
+                for key, epoch in reached.items()},
             "seconds_per_epoch": (sum(epoch_seconds) / len(epoch_seconds)
                                   if epoch_seconds else None),
+            "diverged_at_epoch": diverged_at(history.get("loss", [])),
             **validation_accuracies(history, result.get("batchnorm_diagnosis")),
         }
     return summary
@@ -74,49 +103,76 @@ def validation_accuracies(history, diagnosis):
 
 
 def format_comparison(summary):
-    """A Markdown table of the comparison, one column per variant."""
+    """A Markdown table of the comparison, one column per run."""
     names = list(summary)
 
     def row(label, cell):
         return f"| {label} | " + " | ".join(cell(summary[n]) for n in names) + " |"
 
+    def clock(key, unit, form):
+        return lambda s: ("not reached" if s[key][unit] is None and s["epochs_to_val_accuracy"]
+                          [unit] is None else "-" if s[key][unit] is None
+                          else form.format(s[key][unit]))
+
     lines = [
-        "| | " + " | ".join(VARIANT_LABELS[n] for n in names) + " |",
+        "| | " + " | ".join(summary[n]["label"] for n in names) + " |",
         "|---|" + "---|" * len(names),
         row("parameters", lambda s: f"{s['parameters']:,}"),
         row("test accuracy", lambda s: f"{s['test_accuracy']:.4f}"),
         row("test loss", lambda s: f"{s['test_loss']:.4f}"),
     ]
     for key in summary[names[0]]["epochs_to_val_accuracy"]:
-        lines.append(row(f"epochs to {key} validation accuracy", lambda s, k=key: (
-            "not reached" if s["epochs_to_val_accuracy"][k] is None
-            else str(s["epochs_to_val_accuracy"][k]))))
+        lines.append(row(f"epochs to {key} validation accuracy",
+                         clock("epochs_to_val_accuracy", key, "{}")))
+        lines.append(row(f"seconds to {key} validation accuracy",
+                         clock("seconds_to_val_accuracy", key, "{:.1f}")))
     lines.append(row("seconds per epoch", lambda s: (
         "-" if s["seconds_per_epoch"] is None else f"{s['seconds_per_epoch']:.2f}")))
+    lines.append(row("diverged (loss NaN or infinite)", lambda s: (
+        "no" if s["diverged_at_epoch"] is None else f"diverged at epoch {s['diverged_at_epoch']}")))
     for key, label in ACCURACY_ROWS:
         lines.append(row(label, lambda s, k=key: "-" if s.get(k) is None else f"{s[k]:.4f}"))
     return "\n".join(lines)
 
 
+def draw(args, out, results, labels):
+    """The validation curves of every run, and their layer inputs side by side."""
+    names = list(results)
+    images = results[names[0]]["train_images"]
+    where = f"{args.dataset.upper()}, {images:,} training images"
+    if len(args.learning_rates) > 1:  # a panel per rate
+        draw_curves([(VARIANT_LABELS[variant], rate, results[name]["history"])
+                     for variant, _, rate, name in pairs(args.learning_rates)],
+                    out / COMPARISON_PNG, title=f"{where}: validation accuracy")
+    else:
+        plot_history.plot_comparison([results[n]["history"] for n in names],
+                                     labels=[labels[n] for n in names],
+                                     path=out / COMPARISON_PNG,
+                                     title=f"{where}: validation curves")
+    files = [out / n / layer_inputs.LAYER_INPUTS_JSON for n in names]
+    if all(path.exists() for path in files):
+        layer_inputs.draw([json.loads(path.read_text()) for path in files],
+                          [labels[n] for n in names], out / layer_inputs.LAYER_INPUTS_PNG,
+                          title=f"{where}: inputs of {args.layer_inputs_of} on a probe batch "
+                                "of validation images, training mode")
+
+
 def compare(args, data, train_and_test):
-    """Run the lesson's `train_and_test(args, data, out, batchnorm)` for both variants,
-    each from args.seed, into sub-folders; write and print the comparison."""
-    out = args.output_dir
-    results = {}
-    for name, batchnorm in VARIANTS:
+    """Run the lesson's `train_and_test(args, data, out, batchnorm)` for both variants at
+    each learning rate, each from args.seed, into sub-folders; write and print the
+    comparison."""
+    out, rates = args.output_dir, args.learning_rates
+    results, labels = {}, {}
+    for variant, batchnorm, rate, name in pairs(rates):
         keras.utils.set_random_seed(args.seed)
-        print(f"--- {VARIANT_LABELS[name]} ---")
-        results[name] = train_and_test(args, data, out / name, batchnorm)
+        labels[name] = pair_label(variant, rate, rates)
+        print(f"--- {labels[name]} ---")
+        run_args = argparse.Namespace(**{**vars(args), "learning_rate": rate})
+        results[name] = train_and_test(run_args, data, out / name, batchnorm)
         shutil.copyfile(out / name / "history.json", out / history_name(name))
-    summary = comparison_summary(results)
+    summary = comparison_summary(results, labels)
     write_json(out / COMPARISON_JSON, summary)
     print(format_comparison(summary))
     if not args.no_plot:
-        plot_history.plot_comparison(
-            [results[name]["history"] for name, _ in VARIANTS],
-            labels=[VARIANT_LABELS[name] for name, _ in VARIANTS],
-            path=out / COMPARISON_PNG,
-            title=f"{args.dataset.upper()}, {results['batchnorm']['train_images']:,} "
-                  "training images: validation curves",
-        )
+        draw(args, out, results, labels)
     return {"comparison": summary, "variants": results}

@@ -14,7 +14,8 @@ import shutil
 import socket
 import time
 
-from machinery import compare, outputs
+from machinery import compare, layer_inputs, outputs
+from machinery.learning_rates import DEFAULT
 from machinery.errors import ScriptError, environmental
 
 MANIFEST = "manifest.json"
@@ -23,14 +24,15 @@ WRITTEN_BY = "model_batchnorm.py"
 DELETION_SAFE = "every file listed here was written by model_batchnorm.py; --overwrite deletes them"
 
 
-def run_files():
-    """Every name a run (or a --compare run) may create in its output folder."""
+def run_files(rates=(DEFAULT,)):
+    """Every name a run (or a --compare run at these learning rates) may create in its
+    output folder."""
     files = [outputs.HISTORY_JSON, outputs.HISTORY_CSV, outputs.MODEL, outputs.RUN_JSON,
              outputs.TRAINING_HISTORY_PNG, outputs.PREDICTIONS_PNG,
              outputs.CONFUSION_MATRIX_PNG, outputs.BATCHNORM_STATISTICS_PNG,
-             *compare.file_names()]
+             layer_inputs.LAYER_INPUTS_JSON, *compare.file_names(rates)]
     folders = [outputs.BACKUP_DIR, outputs.LOGS_DIR, outputs.WORKERS_DIR,
-               *compare.folder_names()]
+               *compare.folder_names(rates)]
     return [*files, *map(outputs.partial_name, files), *folders]
 
 
@@ -154,11 +156,11 @@ def locked(out):
         os.close(fd)
 
 
-def finish(out, started):
+def finish(out, started, rates):
     """The backups go last, once every output is written; then the run is marked done."""
-    for folder in ("", *compare.folder_names()):
+    for folder in ("", *compare.folder_names(rates)):
         shutil.rmtree(out / folder / outputs.BACKUP_DIR, ignore_errors=True)
-    written = [name for name in run_files() if (out / name).exists()]
+    written = [name for name in run_files(rates) if (out / name).exists()]
     write_manifest(out, state="finished", started=started, finished=now(), files=written)
 
 
@@ -174,17 +176,18 @@ def claim(out, overwrite):
 
 
 @contextlib.contextmanager
-def claimed(out, overwrite=False):
+def claimed(out, overwrite=False, rates=(DEFAULT,)):
     """The run's whole life in `out`: locked, its own files only; a full disk or a
-    read-only folder met on the way is one line (errors.environmental)."""
+    read-only folder met on the way is one line (errors.environmental). `rates`: the
+    --learning-rate values, which name --compare's sub-folders."""
     # Before creating run.lock in a stranger's folder; take_lock judges run.lock itself.
     refuse_foreign(out, read_manifest(out), lock_is_ours=True)
     with locked(out):
         started = claim(out, overwrite)
-        write_manifest(out, state="running", started=started, files=run_files())
+        write_manifest(out, state="running", started=started, files=run_files(rates))
         try:
             yield
-            finish(out, started)
+            finish(out, started, rates)
         except OSError as err:
             fault = environmental(err, out)
             if fault:

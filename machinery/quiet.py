@@ -80,6 +80,13 @@ def until_first_epoch_ends(callbacks):
         yield
 
 
+def not_a_retracing_hint(record):
+    """TensorFlow's hint that a tf.function is traced often: --compare builds one model
+    per run in one process, each traced anew, as it must be; the hint names no problem."""
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 with filtered_stderr():
     import keras  # noqa: E402,F401
     import tensorflow as tf  # noqa: E402,F401
+tf.get_logger().addFilter(not_a_retracing_hint)

@@ -20,7 +20,7 @@ from machinery.quiet import keras, until_first_epoch_ends
 # changes what training computes), in the order an error names the differences.
 MUST_MATCH = ("dataset", "data_sha256", "batchnorm", "batch_size", "validation_split",
               "limit", "fast", "seed", "distribute", "replicas", "sync_bn", "bn_momentum",
-              "track_batch_stats", "precision")
+              "track_batch_stats", "precision", "learning_rate")
 # What a key missing from an older backup's config.json meant.
 BEFORE_THE_KEY = {"precision": "float32"}
 

@@ -36,7 +36,7 @@ def own_folder(args):
     OUTPUT_DIR/workers/TASK-N, which outlives a failed run and goes when it finishes."""
     if distribute.is_chief(args.strategy):
         with (contextlib.nullcontext() if args.dry_run
-              else folder.claimed(args.output_dir, args.overwrite)):
+              else folder.claimed(args.output_dir, args.overwrite, args.learning_rates)):
             yield
         return
     workers = args.output_dir / outputs.WORKERS_DIR

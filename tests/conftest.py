@@ -48,6 +48,15 @@ def data_dir(tmp_path):
     return folder
 
 
+@pytest.fixture(scope="module")
+def module_data_dir(tmp_path_factory):
+    """Small synthetic KMNIST (600 training, 100 test images) for --data-dir, shared by a
+    test module's runs."""
+    folder = tmp_path_factory.mktemp("module-data")
+    synthetic.write(synthetic.folder_paths(folder), synthetic.make_arrays(600, 100))
+    return folder
+
+
 def run_script(*args, env=None, timeout=240, script="model_batchnorm.py"):
     """Run a script of the project as a user would; returns the CompletedProcess."""
     return subprocess.run(

@@ -309,6 +309,7 @@ def count_train_calls(fast, images, batch_size):
     arrays = synthetic.make_arrays(train=images, test=10)
     args = argparse.Namespace(fast=fast, strategy=None, dataset="kmnist", epochs=1, classes=10,
                               bn_momentum=0.99, precision="float32", sync_bn=False,
+                              learning_rate=0.001,
                               batch_size=batch_size, validation_split=0.2, verbose=0)
     model = mb.make_model(args)
     calls = Calls()

@@ -58,6 +58,12 @@ def first_epoch_reaching(values, threshold):
                 "not reached")
 
 
+def seconds_to_reach(values, epoch_seconds, threshold):
+    """The wall-clock seconds of the epochs up to the first that reaches threshold."""
+    epoch = first_epoch_reaching(values, threshold)
+    return epoch if epoch == "not reached" else f"{sum(epoch_seconds[:int(epoch)]):.1f}"
+
+
 def test_compare_prints_the_table_of_both_runs(comparison):
     out, _, printed = comparison
     runs = [json.loads((out / v / "run.json").read_text()) for v in ("batchnorm", "no_batchnorm")]
@@ -72,11 +78,15 @@ def test_compare_prints_the_table_of_both_runs(comparison):
         "| parameters | 433,034 | 431,242 |",
         row("test accuracy", [f"{r['test_accuracy']:.4f}" for r in runs]),
         row("test loss", [f"{r['test_loss']:.4f}" for r in runs]),
-        *(row(f"epochs to {percent}% validation accuracy",
-              [first_epoch_reaching(h["val_accuracy"], percent / 100) for h in histories])
-          for percent in (90, 95, 98)),
+        *(line for percent in (90, 95, 98) for line in (
+            row(f"epochs to {percent}% validation accuracy",
+                [first_epoch_reaching(h["val_accuracy"], percent / 100) for h in histories]),
+            row(f"seconds to {percent}% validation accuracy",
+                [seconds_to_reach(h["val_accuracy"], r["epoch_seconds"], percent / 100)
+                 for h, r in zip(histories, runs)]))),
         row("seconds per epoch",
             [f"{sum(r['epoch_seconds']) / len(r['epoch_seconds']):.2f}" for r in runs]),
+        row("diverged (loss NaN or infinite)", ["no", "no"]),
         row("final validation accuracy, moving statistics",
             [f"{h['val_accuracy'][-1]:.4f}" for h in histories]),
         row("final validation accuracy, batch statistics",  # no BatchNormalization: "-"
@@ -97,12 +107,14 @@ def test_compare_prints_each_variants_test_line(comparison):
 # Known results (the README's comparison), handed to --compare in place of training.
 KNOWN = {
     "batchnorm": dict(parameters=433_034, test_accuracy=0.99654, test_loss=0.01249,
-                      val_accuracy=[0.5, 0.9, 0.95, 0.98], epoch_seconds=[18.0, 18.16],
+                      val_accuracy=[0.5, 0.9, 0.95, 0.98],
+                      epoch_seconds=[18.0, 18.16, 18.0, 18.16],
                       batchnorm_diagnosis={"val_accuracy_batch_statistics": 0.99125,
                                            "val_accuracy_moving_statistics": 0.98875,
                                            "recomputed": True}),
     "no_batchnorm": dict(parameters=431_242, test_accuracy=0.98671, test_loss=0.03904,
-                         val_accuracy=[0.9, 0.95, 0.97, 0.979], epoch_seconds=[9.0, 9.12]),
+                         val_accuracy=[0.9, 0.95, 0.97, 0.979],
+                         epoch_seconds=[9.0, 9.12, 9.0, 9.12]),
 }
 
 
@@ -159,9 +171,13 @@ def test_compare_prints_the_table_of_known_results(compare_without_training, cap
         "| test accuracy | 0.9965 | 0.9867 |",
         "| test loss | 0.0125 | 0.0390 |",
         "| epochs to 90% validation accuracy | 2 | 1 |",  # reaching counts: >=
+        "| seconds to 90% validation accuracy | 36.2 | 9.0 |",  # 18.0 + 18.16; 9.0
         "| epochs to 95% validation accuracy | 3 | 2 |",
+        "| seconds to 95% validation accuracy | 54.2 | 18.1 |",
         "| epochs to 98% validation accuracy | 4 | not reached |",
+        "| seconds to 98% validation accuracy | 72.3 | not reached |",
         "| seconds per epoch | 18.08 | 9.06 |",
+        "| diverged (loss NaN or infinite) | no | no |",
         "| final validation accuracy, moving statistics | 0.9800 | 0.9790 |",
         "| final validation accuracy, batch statistics | 0.9912 | - |",
         "| final validation accuracy, recomputed statistics (--recompute-bn-stats) "

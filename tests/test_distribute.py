@@ -126,7 +126,7 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task_type, task_id, 
 def startup_args(out):
     return argparse.Namespace(output_dir=out, distribute="multiworker", cpu_devices=2, seed=None,
                               dry_run=False, overwrite=False, slurm_port=8888, batch_size=250,
-                              sync_bn=False, precision="float32")
+                              sync_bn=False, precision="float32", learning_rates=[0.001])
 
 
 def test_a_non_chief_worker_removes_its_own_folder_when_it_finishes(monkeypatch, tmp_path):

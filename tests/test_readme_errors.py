@@ -110,6 +110,30 @@ def test_compare_with_no_batchnorm(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_learning_rate_not_above_0(value, capsys, tmp_path):
+    check_row(capsys, "`--learning-rate 0`", ["--learning-rate", value, "--output-dir", tmp_path],
+              **{"'0'": f"'{value}'"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_learning_rates_without_compare(capsys, tmp_path):
+    check_row(capsys, "several `--learning-rate` values",
+              ["--learning-rate", "0.001", "0.01", "--output-dir", tmp_path])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_learning_rate_twice(capsys, tmp_path):
+    check_row(capsys, "the same `--learning-rate` twice",
+              ["--compare", "--learning-rate", "0.01", "0.010", "--output-dir", tmp_path])
+
+
+def test_layer_inputs_of_a_layer_the_network_lacks(capsys, tmp_path):
+    check_row(capsys, "`--layer-inputs-of` a layer",
+              ["--layer-inputs-of", "dense_9", "--output-dir", tmp_path])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_folder_that_cannot_be_written(capsys, empty_cache, tmp_path):
     blocker = tmp_path / "passwd"
     blocker.write_text("a file, not a folder")
@@ -379,7 +403,10 @@ def test_every_row_of_the_table_is_checked():
                "an output folder with files the script did not write",
                "an output folder another run is using", "a full disk, a read-only folder",
                "SIGTERM during training", *CHECKED_IN_TEST_RESUME,
-               *CHECKED_IN_TEST_SYNC_BN_AND_SLURM)
+               *CHECKED_IN_TEST_SYNC_BN_AND_SLURM,
+               # --- issue 17: layer inputs and learning rates ---
+               "`--learning-rate 0`", "several `--learning-rate` values",
+               "the same `--learning-rate` twice", "`--layer-inputs-of` a layer")
     rows = [row for row in readme_table() if not row.startswith(CHECKED_IN_TEST_PREDICT)]
-    assert len(rows) == len(checked) == 24
+    assert len(rows) == len(checked) == 28
     assert all(any(row.startswith(start) for start in checked) for row in rows), rows

@@ -83,7 +83,8 @@ def test_ctrl_c_exits_130_writes_the_finished_epoch_and_keeps_the_backup(interru
     (["--validation-split", "0.3"], "validation_split 0.2 -> 0.3"),
     (["--no-batchnorm"], "batchnorm True -> False"),
     (["--dataset", "k49"], "dataset 'kmnist' -> 'k49'"),
-], ids=["limit", "batch_size", "validation_split", "variant", "dataset"])
+    (["--learning-rate", "0.01"], "learning_rate 0.001 -> 0.01"),
+], ids=["limit", "batch_size", "validation_split", "variant", "dataset", "learning_rate"])
 def test_backup_of_another_configuration_is_refused(change, difference, backup, data, capsys):
     before = snapshot(backup)
     assert cli(command(data, backup, *change)) == 1

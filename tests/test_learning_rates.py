@@ -1,0 +1,151 @@
+"""--learning-rate, several under --compare (docs/layer-inputs-and-learning-rates.md): a
+run per (variant, rate) pair from the same seed, a diverging run stopped with one line,
+both clocks in the table; and the faithful run unchanged."""
+import contextlib
+import io
+import json
+import math
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import model_batchnorm as mb
+from conftest import run_script
+from machinery import cli as machinery_cli
+
+PAIRS = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr1e+06",
+         "no_batchnorm_lr1e+06")
+LABELS = ("with BatchNormalization, learning rate 0.001",
+          "without BatchNormalization, learning rate 0.001",
+          "with BatchNormalization, learning rate 1e+06",
+          "without BatchNormalization, learning rate 1e+06")
+
+
+@pytest.fixture(scope="module")
+def data(module_data_dir):
+    return module_data_dir
+
+
+@pytest.fixture(scope="module")
+def rates(data, tmp_path_factory):
+    """--compare at 0.001 and at 1e6, a rate at which the plain network's loss overflows."""
+    out = tmp_path_factory.mktemp("rates") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = mb.main(["--compare", "--learning-rate", "0.001", "1e6", "--epochs", "2",
+                          "--limit", "300", "--batch-size", "60", "--data-dir", str(data),
+                          "--output-dir", str(out)])
+    return out, result, printed.getvalue()
+
+
+def runs(out):
+    return {name: json.loads((out / name / "run.json").read_text()) for name in PAIRS}
+
+
+def histories(out):
+    return {name: json.loads((out / f"history_{name}.json").read_text()) for name in PAIRS}
+
+
+def test_every_pair_trains_in_its_own_folder_at_its_rate_from_the_same_seed(rates):
+    out, _, _ = rates
+    for name, run in runs(out).items():
+        assert run["config"]["learning_rate"] == (0.001 if "0.001" in name else 1e6)
+        assert run["config"]["batchnorm"] is name.startswith("batchnorm")
+        assert run["config"]["seed"] == 1
+        assert (out / name / "model.keras").exists()
+        assert (out / name / "layer_inputs.json").exists()
+    for name in ("batchnorm_comparison.png", "layer_inputs.png", "comparison.json"):
+        assert (out / name).stat().st_size > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["state"] == "finished"
+    assert set(PAIRS) | {f"history_{name}.json" for name in PAIRS} <= set(manifest["files"])
+
+
+def test_a_diverging_run_stops_with_one_line_and_the_others_go_on(rates):
+    out, _, printed = rates
+    history = histories(out)
+    diverged = [name for name in PAIRS if not all(map(math.isfinite, history[name]["loss"]))]
+    assert "no_batchnorm_lr1e+06" in diverged  # the plain network at 1e6 overflows
+    assert all(len(history[name]["loss"]) == 1 for name in diverged)  # stopped in epoch 1
+    assert all(len(history[name]["loss"]) == 2 for name in PAIRS if name not in diverged)
+    lines = [line for line in printed.splitlines() if line.startswith("Diverged")]
+    assert len(lines) == len(diverged)
+    for line in lines:  # NaN here; another machine's arithmetic may overflow to inf first
+        assert re.fullmatch(r"Diverged: the training loss became (nan|inf) in epoch 1 at "
+                            r"learning rate 1e\+06; this run stops here, the others go on\.",
+                            line), line
+
+
+def expected_cell(history, run, threshold, clock):
+    epoch = next((e for e, v in enumerate(history["val_accuracy"], 1) if v >= threshold), None)
+    if epoch is None:
+        return "not reached"
+    return str(epoch) if clock == "epochs" else f"{sum(run['epoch_seconds'][:epoch]):.1f}"
+
+
+def test_the_table_has_a_column_per_pair_both_clocks_and_says_which_diverged(rates):
+    out, _, printed = rates
+    history, run = histories(out), runs(out)
+    table = [line for line in printed.splitlines() if line.startswith("|")]
+    assert table[0] == "| | " + " | ".join(LABELS) + " |"
+
+    def row(label, cell):
+        return f"| {label} | " + " | ".join(cell(name) for name in PAIRS) + " |"
+    for percent in (90, 95, 98):
+        for clock in ("epochs", "seconds"):
+            assert row(f"{clock} to {percent}% validation accuracy", lambda n: expected_cell(
+                history[n], run[n], percent / 100, clock)) in table
+    assert row("diverged (loss NaN or infinite)", lambda n: (
+        "no" if all(map(math.isfinite, history[n]["loss"])) else "diverged at epoch 1")) in table
+    assert row("final validation accuracy, batch statistics", lambda n: (
+        f"{run[n]['batchnorm_diagnosis']['val_accuracy_batch_statistics']:.4f}"
+        if n.startswith("batchnorm") else "-")) in table
+
+
+def test_the_plain_variants_percentiles_match_a_recomputation_too(rates, data):
+    out, _, _ = rates
+    images = np.load(data / "kmnist-train-imgs.npz")["arr_0"][:300]
+    probe = images[240:300].reshape(-1, 28, 28, 1).astype("float32") / 255  # the validation
+    for name in ("batchnorm_lr0.001", "no_batchnorm_lr0.001"):
+        model = keras.models.load_model(out / name / "model.keras")
+        cut = keras.Model(model.inputs[0], model.layers[-1].input)
+        record = json.loads((out / name / "layer_inputs.json").read_text())
+        np.testing.assert_allclose(
+            [record[f"p{p}"][-1] for p in (15, 50, 85)],
+            np.percentile(np.asarray(cut(probe, training=True)), [15, 50, 85]),
+            rtol=1e-5, atol=1e-6)
+
+
+def test_the_faithful_run_trains_with_adams_0_001():
+    args = machinery_cli.parse_args([], dict(epochs=25, batch_size=250, validation_split=0.2,
+                                             verbosity=1))
+    args.strategy, args.classes = None, 10
+    model = mb.make_model(args)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    assert not args.track_layer_inputs
+
+
+def test_without_the_new_flags_a_run_prints_what_it_printed_before(data, tmp_path):
+    """The lines a run without flags prints, in their form before --learning-rate and
+    --track-layer-inputs existed (docs/flags-and-outputs.md): nothing new."""
+    out = tmp_path / "out"
+    done = run_script("--epochs", "2", "--limit", "500", "--data-dir", data,
+                      "--output-dir", out)
+    assert done.returncode == 0, done.stderr
+    forms = [r"Note: loaded 600 training and 100 test images; the official KMNIST has 60,000 "
+             r"and 10,000\.", r"Epoch 1/2", r"2/2 - \d+s - \S+ - accuracy: \S+ - loss: \S+ - val_accuracy: "
+             r"\S+ - val_loss: \S+", r"Epoch 2/2", r"2/2 - .*", r"Test loss: \S+ / Test "
+             r"accuracy: \S+", r"(Note: validation accuracy is .*)?",
+             re.escape(f"Wrote history.json, model.keras, run.json, training_history.png, "
+                       f"predictions.png, confusion_matrix.png, batchnorm_statistics.png "
+                       f"to {out}")]
+    lines = done.stdout.splitlines()
+    if not lines[6].startswith("Note:"):  # the lag's note, when there is one
+        lines.insert(6, "")
+    assert len(lines) == len(forms), done.stdout
+    for form, line in zip(forms, lines):
+        assert re.fullmatch(form, line), (form, line)
+    assert not (out / "layer_inputs.json").exists()
