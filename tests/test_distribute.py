@@ -5,14 +5,12 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, cli, error_lines, run_script
+from conftest import ROOT, cli, error_lines, run_on_free_ports, run_script
 from machinery import distribute, startup
 from machinery.quiet import tf
 
@@ -47,43 +45,26 @@ def test_mirrored_trains_on_three_logical_cpu_devices_with_the_global_batch(data
     assert (out / "model.keras").exists()
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def worker(index, workers, data_dir, out, scratch_parent):
+    config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "model_batchnorm.py"), "--distribute", "multiworker",
+         "--data-dir", str(data_dir), "--output-dir", str(out), *SMALL],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        # gRPC honours the tests' closed http_proxy: let the workers reach each other.
+        env={**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1",
+             "TMPDIR": str(scratch_parent),
+             "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"})
 
 
 def test_two_workers_train_together_and_only_the_chief_writes(data_dir, tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     out = tmp_path / "multiworker"
     scratch_parent = tmp_path / "tmp"  # where tempfile puts the non-chief's scratch folder
     scratch_parent.mkdir()
-    processes = []
-    for index in range(2):
-        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "model_batchnorm.py"), "--distribute", "multiworker",
-             "--data-dir", str(data_dir), "--output-dir", str(out), *SMALL],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            # gRPC honours the tests' closed http_proxy: let the workers reach each other.
-            env={**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONUNBUFFERED": "1",
-                 "TMPDIR": str(scratch_parent),
-                 "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}))
-    deadline = time.monotonic() + 300
-    try:
-        # A worker that fails leaves the other waiting for it: stop at the first failure.
-        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
-            if any(p.poll() not in (None, 0) for p in processes):
-                break
-            time.sleep(0.2)
-    finally:
-        for p in processes:
-            p.kill()
-    outputs = [p.communicate() for p in processes]
+    # A port found free may be taken before a worker binds it: run_on_free_ports retries.
+    processes, outputs = run_on_free_ports(2, lambda ports: [
+        worker(index, [f"127.0.0.1:{port}" for port in ports], data_dir, out, scratch_parent)
+        for index in range(2)])
     assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
     history = json.loads((out / "history.json").read_text())
     assert [len(v) for v in history.values()] == [1, 1, 1, 1]
