@@ -41,5 +41,6 @@ def test_docs_document_every_output_file():
     for name in ("history.json", "history.csv", "model.keras", "run.json",
                  "training_history.png", "predictions.png", "confusion_matrix.png", "backup/",
                  "history_batchnorm.json", "history_no_batchnorm.json",
-                 "batchnorm_comparison.png", "comparison.json"):
+                 "batchnorm_comparison.png", "comparison.json", "batchnorm_statistics.png",
+                 "logs/", "manifest.json", "run.lock"):
         assert f"`{name}`" in FLAGS_DOCS, name
