@@ -27,8 +27,8 @@ def test_a_seeded_run_leaves_no_seed_and_no_op_determinism_behind(request):
     assert config.is_op_determinism_enabled()
     forget_seeds()
     assert not config.is_op_determinism_enabled()
-    # Seed 5 again would repeat `seeded`; after forgetting, Python and NumPy draw afresh.
-    assert (random.random(), np.random.random()) != seeded
+    # Seed 5 again would repeat `seeded`; after forgetting, Python and NumPy each draw afresh.
+    assert random.random() != seeded[0] and np.random.random() != seeded[1]
 
 
 def cached_kmnist():

@@ -198,3 +198,19 @@ def test_no_batchnorm_trains_the_network_without_its_five_layers_and_draws_no_st
     assert result["batchnorm_diagnosis"] is None
     pictures = sorted(p.name for p in out.glob("*.png"))
     assert pictures == ["confusion_matrix.png", "predictions.png", "training_history.png"]
+
+
+def test_overwrite_removes_every_file_of_the_old_finished_run(data, tmp_path):
+    out = tmp_path / "out"
+    with_pictures = [f for f in command(data, out, epochs=1) if f != "--no-plot"]
+    assert cli(with_pictures) == 0
+    assert len(list(out.glob("*.png"))) == 4  # the curves, predictions, matrix, statistics
+    assert cli([*command(data, out, epochs=1), "--overwrite"]) == 0  # --no-plot this time
+    assert list(out.glob("*.png")) == []  # the old run's pictures went with it
+
+
+def test_overwrite_after_an_unfinished_run_starts_at_epoch_1(backup_copy, data, capsys):
+    assert cli([*command(data, backup_copy, epochs=1), "--overwrite"]) == 0
+    assert "Resuming" not in capsys.readouterr().out
+    run = json.loads((backup_copy / "run.json").read_text())
+    assert run["resumed_from_epoch"] == 0 and run["epochs_completed"] == 1
