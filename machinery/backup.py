@@ -61,6 +61,14 @@ def save(model, folder, epochs):
             old.unlink()
 
 
+def saved_epochs(folder):
+    """The epoch count the backup's metadata names; 0 where there is none (yet)."""
+    try:
+        return int(json.loads((folder / METADATA).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def read_metadata(folder, epoch=None):
     """The epoch count and state bytes of the latest backup, or of the previous one if
     `epoch` names it."""

@@ -143,8 +143,10 @@ def interruption(out, history, pictures, terminated=False):
     where = f"; wrote {', '.join(map(str, written))}" if written else ""
     error, what = (Terminated, "Terminated (SIGTERM)") if terminated else (Interrupted,
                                                                           "Interrupted")
+    again = ("resume from the backup" if epochs else
+             "start at epoch 1 (no epoch was completed)")
     return error(f"{what} after {epochs} completed epoch(s){where}. "
-                 "Run the same command again to resume from the backup.")
+                 f"Run the same command again to {again}.")
 
 
 def run_record(config, model, evaluation, data, session):

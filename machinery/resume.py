@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import shutil
+import signal
 import time
 
 from machinery import backup, distribute, outputs
@@ -64,8 +65,11 @@ def differences(saved, wanted):
     return changed
 
 
-def start_fresh(folder, log, wanted):
-    """Delete an old backup and log (this run's own: folder.claimed checked) and begin anew."""
+def start_fresh(folder, log, wanted, why=None):
+    """Delete an old backup and log (this run's own: folder.claimed checked) and begin anew,
+    saying why where something was there."""
+    if why:
+        print(f"Starting at epoch 1: {why}.")
     shutil.rmtree(folder, ignore_errors=True)
     log.unlink(missing_ok=True)
     folder.mkdir(parents=True)
@@ -78,14 +82,16 @@ def backup_epochs(out, wanted, restart=False):
     (backup.verify). With none (or with `restart`), start a new backup: 0."""
     folder, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
     if restart:
-        return start_fresh(folder, log, wanted)
+        return start_fresh(folder, log, wanted, (folder / backup.METADATA).exists()
+                           and f"--restart discards the backup in {folder}")
     if not (folder / backup.METADATA).exists():
         # One logged epoch without a backup is a kill between the two; more is damage.
         logged = backup.logged_epochs(log, folder, needed=1) if log.exists() else []
         if len(logged) > 1:
             raise backup.damaged(folder, f"{backup.METADATA} is missing but {log.name} "
                                          f"logs {len(logged)} epochs")
-        return start_fresh(folder, log, wanted)
+        return start_fresh(folder, log, wanted, logged and (
+            f"{log} logs an epoch that no backup holds (the run was stopped between the two)"))
     try:
         saved = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
@@ -180,20 +186,74 @@ class EpochTimer(keras.callbacks.Callback):
         self.cpu_seconds.append(time.process_time() - self.start[1])
 
 
+class SignalsWaitForTheBackup:
+    """Ctrl-C and SIGTERM stop training where they land, except between an epoch's log row
+    and its backup: there they wait until the backup holds that epoch, so that the log, the
+    backup and the message always agree. Takes over only a signal that Python turns into
+    an exception (a signal ignored, as under nohup, stays ignored)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.holding, self.pending = False, None
+
+    def handle(self, signum, frame):
+        self.pending = signum
+        if not self.holding:
+            self.act()
+
+    def act(self):
+        signum, self.pending = self.pending, None
+        raise TerminationSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def hold(self, *_):
+        self.holding = True
+
+    def release(self, *_):
+        self.holding = False
+        if self.pending is not None:
+            self.act()
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {}
+        try:
+            for signum in self.SIGNALS:
+                if callable(signal.getsignal(signum)):
+                    previous[signum] = signal.signal(signum, self.handle)
+        except ValueError:  # only the main thread may set a handler
+            pass
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
 class Session:
     """What model.fit needs from this module (callbacks), and what it leaves behind."""
 
     def __init__(self, out, epochs_done):
         self.epochs_done, self.timer = epochs_done, EpochTimer()
         self.epoch_seconds, self.epoch_cpu_seconds = self.timer.seconds, self.timer.cpu_seconds
+        self.signals = SignalsWaitForTheBackup()
         self.callbacks = [
             self.timer,
+            keras.callbacks.LambdaCallback(on_epoch_end=self.signals.hold),
             # The log comes first: a kill between the two leaves one log row too
             # many, which start_or_resume drops, never one too few.
             keras.callbacks.CSVLogger(str(out / outputs.HISTORY_CSV), append=True),
             backup.Backup(out / outputs.BACKUP_DIR, epochs_done),
+            keras.callbacks.LambdaCallback(on_epoch_end=self.signals.release),
         ]
         self.history = {}
+
+
+def backed_up_history(out):
+    """The log's rows of the epochs the backup holds: what an interrupted run reports."""
+    epochs = backup.saved_epochs(out / outputs.BACKUP_DIR)
+    history = read_history_csv(out / outputs.HISTORY_CSV)
+    return {key: values[:epochs] for key, values in history.items()}
 
 
 @contextlib.contextmanager
@@ -205,9 +265,9 @@ def resumable(out, config, restart=False, pictures=True, strategy=None):
     holds every epoch of the run."""
     session = Session(out, start_or_resume(out, config, restart, strategy))
     try:
-        with until_first_epoch_ends(session.callbacks):
+        with session.signals.installed(), until_first_epoch_ends(session.callbacks):
             yield session
-    except KeyboardInterrupt as signal:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
-        raise outputs.interruption(out, read_history_csv(out / outputs.HISTORY_CSV), pictures,
-                                   isinstance(signal, TerminationSignal)) from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
+        raise outputs.interruption(out, backed_up_history(out), pictures,
+                                   isinstance(stop, TerminationSignal)) from None
     session.history = read_history_csv(out / outputs.HISTORY_CSV)

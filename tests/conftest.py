@@ -1,7 +1,11 @@
+import contextlib
 import os
+import random
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -23,14 +27,22 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from testdata import synthetic  # noqa: E402
 
 
+@contextlib.contextmanager
+def kmnist_in_cache(train=600, test=200):
+    """Small synthetic KMNIST in the Keras cache, under the names extra-keras-datasets
+    uses; gone again afterwards, also when what ran inside failed."""
+    try:
+        yield synthetic.write(synthetic.cache_paths(KERAS_HOME),
+                              synthetic.make_arrays(train=train, test=test))
+    finally:
+        for path in (KERAS_HOME / "datasets").glob("kmnist.npz_*"):
+            path.unlink()
+
+
 @pytest.fixture
 def keras_cache():
-    """Small synthetic KMNIST in the Keras cache, under the names extra-keras-datasets uses."""
-    arrays = synthetic.make_arrays(train=600, test=200)
-    paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), arrays)
-    yield paths
-    for path in (KERAS_HOME / "datasets").glob("kmnist.npz_*"):
-        path.unlink()
+    with kmnist_in_cache() as paths:
+        yield paths
 
 
 @pytest.fixture
@@ -95,6 +107,72 @@ def stopped_after_first_epoch(process, out, signal_number):
     process.send_signal(signal_number)
     stdout, stderr = process.communicate(timeout=120)
     return process.returncode, stdout, stderr
+
+
+def forget_seeds():
+    """Undo what a seeded in-process run (--seed, --compare) leaves on: TensorFlow's op
+    determinism (no public switch turns it off: TensorFlow's own, version-checked) and
+    every global seed, Keras' included (clear_session drops its global state)."""
+    random.seed(None)
+    import numpy as np
+    np.random.seed(None)
+    if "tensorflow" not in sys.modules:
+        return
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config
+    config.disable_op_determinism()
+    tf.random.set_seed(None)
+    keras.backend.clear_session(free_memory=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_seed_outlives_its_test_file():
+    """A test file's seeded runs leave no seed and no op determinism to the next file
+    that the same pytest-xdist worker runs."""
+    yield
+    forget_seeds()
+
+
+BIND_FAILURES = ("Address already in use", "Could not start gRPC server",
+                 "Failed to add port")
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def wait_for_all(processes, timeout):
+    """Wait until every process ends, or one fails (it leaves the others waiting), or
+    the time is up; then end them all. Their (stdout, stderr)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in processes):
+                break
+            time.sleep(0.2)
+    finally:
+        for p in processes:
+            p.kill()
+    return [p.communicate() for p in processes]
+
+
+def run_on_free_ports(count, launch, timeout=300, attempts=3):
+    """launch(ports) starts processes that bind `count` ports found free; another program
+    may take a port between the finding and the binding: then try again on new ports.
+    The processes and their (stdout, stderr)."""
+    for attempt in range(attempts):
+        processes = launch(free_ports(count))
+        outputs = wait_for_all(processes, timeout)
+        lost_a_port = any(text in err for _, err in outputs for text in BIND_FAILURES)
+        if not lost_a_port or attempt == attempts - 1:
+            return processes, outputs
 
 
 def cli(argv=None):

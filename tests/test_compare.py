@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from conftest import KERAS_HOME, cli, error_lines
+from conftest import cli, error_lines, kmnist_in_cache
 from machinery import compare
 from testdata import synthetic
 
@@ -16,13 +16,10 @@ from testdata import synthetic
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     """A real --compare run: its output folder, result and everything it printed."""
-    paths = synthetic.write(synthetic.cache_paths(KERAS_HOME), synthetic.make_arrays(600, 200))
     out = tmp_path_factory.mktemp("compare")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with kmnist_in_cache(), contextlib.redirect_stdout(printed):
         result = mb.main(["--compare", "--epochs", "2", "--output-dir", str(out)])
-    for path in paths.values():
-        path.unlink()
     return out, result, printed.getvalue()
 
 

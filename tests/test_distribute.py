@@ -5,10 +5,12 @@ import argparse
 import json
 import re
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from conftest import ROOT, cli, error_lines, run_script
+from conftest import ROOT, cli, error_lines, run_on_free_ports, run_script
 from machinery import distribute, startup
 from machinery.quiet import tf
 

@@ -42,7 +42,8 @@ def test_docs_document_every_output_file():
                  "training_history.png", "predictions.png", "confusion_matrix.png", "backup/",
                  "history_batchnorm.json", "history_no_batchnorm.json",
                  "batchnorm_comparison.png", "comparison.json", "layer_inputs.json",
-                 "layer_inputs.png", "batchnorm_lr0.001/", "history_batchnorm_lr0.1.json"):
+                 "layer_inputs.png", "batchnorm_lr0.001/", "history_batchnorm_lr0.1.json",
+                 "batchnorm_statistics.png", "logs/", "manifest.json", "run.lock"):
         assert f"`{name}`" in FLAGS_DOCS, name
 
 

@@ -84,7 +84,9 @@ def test_ctrl_c_exits_130_writes_the_finished_epoch_and_keeps_the_backup(interru
     (["--no-batchnorm"], "batchnorm True -> False"),
     (["--dataset", "k49"], "dataset 'kmnist' -> 'k49'"),
     (["--learning-rate", "0.01"], "learning_rate 0.001 -> 0.01"),
-], ids=["limit", "batch_size", "validation_split", "variant", "dataset", "learning_rate"])
+    (["--track-batch-stats"], "track_batch_stats False -> True"),
+], ids=["limit", "batch_size", "validation_split", "variant", "dataset", "learning_rate",
+        "track_batch_stats"])
 def test_backup_of_another_configuration_is_refused(change, difference, backup, data, capsys):
     before = snapshot(backup)
     assert cli(command(data, backup, *change)) == 1
@@ -122,7 +124,9 @@ def test_restart_discards_a_backup_even_of_another_configuration(backup, data, c
     argv = ["--epochs", "1", "--limit", "400", "--data-dir", str(data),
             "--output-dir", str(backup), "--restart", "--no-plot"]
     assert cli(argv) == 0
-    assert "Resuming" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Resuming" not in printed
+    assert f"Starting at epoch 1: --restart discards the backup in {backup}/backup." in printed
     history = json.loads((backup / "history.json").read_text())
     assert all(len(values) == 1 for values in history.values())
     assert logged_epochs(backup) == [0]
@@ -146,3 +150,15 @@ def test_backup_of_another_distribution_is_refused(made_under, flags, difference
         f"error: {backup} holds the backup of a different run ({difference}): "
         "add --restart to discard it, or choose another --output-dir"]
     assert snapshot(backup) == before
+
+
+def test_a_logged_epoch_without_a_backup_starts_over_and_says_why(backup, data, capsys):
+    # Stopped between the log and the first backup: one row, no training_metadata.json.
+    (backup / "backup" / "training_metadata.json").unlink()
+    assert len(logged_epochs(backup)) == 1
+    assert cli(command(data, backup, "--no-plot")) == 0
+    printed = capsys.readouterr().out
+    assert "Resuming" not in printed
+    assert (f"Starting at epoch 1: {backup}/history.csv logs an epoch that no backup holds "
+            "(the run was stopped between the two)." in printed)
+    assert logged_epochs(backup) == [0, 1, 2]

@@ -1,0 +1,76 @@
+"""No test can hang the suite or leak into the next (issue 20): a time limit on every
+test, no seed or op determinism left on after a test file, no synthetic data left in
+the Keras cache after a failure, and a multi-worker test that survives losing a port."""
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import KERAS_HOME, forget_seeds, kmnist_in_cache, run_on_free_ports
+
+
+def test_every_test_runs_under_a_300_second_limit(request):
+    # docs/development.md: every test, its fixtures included, has 300 seconds.
+    assert request.config.pluginmanager.hasplugin("timeout")
+    assert request.config.getini("timeout") == "300"
+
+
+def test_a_seeded_run_leaves_no_seed_and_no_op_determinism_behind(request):
+    from tensorflow.python.framework import config
+    from machinery import startup
+    assert "no_seed_outlives_its_test_file" in request.fixturenames  # autouse, per file
+    startup.seed_everything(5)
+    seeded = (random.random(), np.random.random())
+    startup.seed_everything(5)
+    assert config.is_op_determinism_enabled()
+    forget_seeds()
+    assert not config.is_op_determinism_enabled()
+    # Seed 5 again would repeat `seeded`; after forgetting, Python and NumPy each draw afresh.
+    assert random.random() != seeded[0] and np.random.random() != seeded[1]
+
+
+def cached_kmnist():
+    return sorted((KERAS_HOME / "datasets").glob("kmnist.npz_*"))
+
+
+def test_synthetic_data_leaves_the_keras_cache_even_when_its_user_fails():
+    with pytest.raises(RuntimeError, match="a fixture that fails"):
+        with kmnist_in_cache(train=20, test=10):
+            assert len(cached_kmnist()) == 4  # KMNIST's four files
+            raise RuntimeError("a fixture that fails")
+    assert cached_kmnist() == []
+
+
+def fake_worker(exit_code, stderr):
+    return subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.stderr.write({stderr!r}); sys.exit({exit_code})"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_workers_that_lose_a_port_before_binding_it_are_started_again_on_new_ones():
+    attempts = []
+
+    def launch(ports):
+        attempts.append(ports)
+        if len(attempts) == 1:  # gRPC's words when another program took the port first
+            return [fake_worker(1, "Could not start gRPC server: Address already in use"),
+                    fake_worker(0, "")]
+        return [fake_worker(0, ""), fake_worker(0, "")]
+
+    processes, outputs = run_on_free_ports(2, launch, timeout=60)
+    assert len(attempts) == 2 and all(len(ports) == 2 for ports in attempts)
+    assert [p.returncode for p in processes] == [0, 0] and outputs == [("", ""), ("", "")]
+
+
+def test_a_worker_that_fails_for_another_reason_is_not_started_again():
+    attempts = []
+
+    def launch(ports):
+        attempts.append(ports)
+        return [fake_worker(1, "error: --distribute multiworker needs TF_CONFIG"),
+                fake_worker(0, "")]
+
+    processes, _ = run_on_free_ports(2, launch, timeout=60)
+    assert len(attempts) == 1 and processes[0].returncode == 1

@@ -1,0 +1,77 @@
+"""The subset `.ci/run` also runs on the oldest and the newest Python the README names
+(3.10 and 3.13), each in a fresh virtual environment built from the requirements
+files: the install, a smoke run with its pictures, a stopped run resumed, and the
+plotting command. Marked `pythons`; part of the main suite too. Imports no TensorFlow
+and nothing that only the main suite's Python installs (mlxtend)."""
+import importlib.metadata
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from testdata import synthetic
+from conftest import ROOT, as_from_a_terminal, run_script, stopped_after_first_epoch
+
+pytestmark = pytest.mark.pythons
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The ranges requirements.txt gives, written out here: a requirement that drifted
+# from what the README promises would install something else.
+PACKAGES = {"tensorflow": ("2.21", "2.22"), "keras": ("3.12", "4"),
+            "numpy": ("2.0", "2.5"), "matplotlib": ("3.9", "3.12")}
+
+
+def as_tuple(version):
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pythons-data")
+    synthetic.write(synthetic.folder_paths(folder), synthetic.make_arrays(train=1500, test=100))
+    return folder
+
+
+def test_this_python_is_one_the_readme_names_and_the_install_is_complete():
+    assert (3, 10) <= sys.version_info[:2] <= (3, 13)
+    for package, (lowest, below) in PACKAGES.items():
+        installed = as_tuple(importlib.metadata.version(package))
+        assert as_tuple(lowest) <= installed < as_tuple(below), (package, installed)
+    assert importlib.metadata.version("extra-keras-datasets") == "1.2.0"
+
+
+def test_a_smoke_run_writes_its_files_and_pictures_and_the_plot_command_draws(data, tmp_path):
+    out = tmp_path / "out"
+    done = run_script("--epochs", "2", "--limit", "600", "--batch-size", "100",
+                      "--data-dir", data, "--output-dir", out)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stdout.splitlines() if line.startswith("Test loss: ")]
+    history = json.loads((out / "history.json").read_text())
+    assert sorted(history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert all(len(values) == 2 for values in history.values())
+    for picture in ("training_history.png", "predictions.png", "confusion_matrix.png"):
+        assert (out / picture).read_bytes()[:8] == PNG_SIGNATURE, picture
+    drawn = run_script(out / "history.json", "-o", tmp_path / "curves.png",
+                       script="plot_history.py")
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_run_stopped_by_sigterm_resumes_from_its_backup(data, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--epochs", "3", "--batch-size", "50", "--verbose", "2", "--no-plot",
+            "--data-dir", str(data), "--output-dir", str(out)]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "model_batchnorm.py"), *argv], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=as_from_a_terminal)
+    code, _, stderr = stopped_after_first_epoch(process, out, signal.SIGTERM)
+    assert code == 143, stderr
+    done = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
+    assert f"Terminated (SIGTERM) after {done} completed epoch(s)" in stderr
+    again = run_script(*argv)
+    assert again.returncode == 0, again.stderr
+    assert f"{done} epoch(s) already done" in again.stdout
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 3
