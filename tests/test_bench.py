@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
+import benchmark  # noqa: E402
 import cpu_sampler  # noqa: E402
 import flops  # noqa: E402
 import report  # noqa: E402

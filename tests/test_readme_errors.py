@@ -395,6 +395,10 @@ def test_sigterm_during_training(capsys, keras_cache, tmp_path, monkeypatch):
     assert (out / "backup" / "training_metadata.json").exists()
 
 
+# The --predict rows, each checked by its own test in test_predict.py.
+CHECKED_IN_TEST_PREDICT = "`--predict` "
+
+
 def rows_named_in_tests():
     """The first argument of every readme_row(...) and check_row(capsys, ...) call in
     the tests' source: the rows some test compares with what the program prints."""

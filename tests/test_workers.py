@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, error_lines
 from machinery import distribute
 from test_distribute import free_ports
+from test_readme_errors import readme_row
 
 SECONDS = 240  # every wait on the workers ends by then
 COMMAND = ["--limit", "200", "--batch-size", "50", "--seed", "1", "--no-plot",
@@ -102,9 +103,9 @@ def ports():
 
 
 def lost_worker_line(stderr):
-    assert error_lines(stderr) == ["error: lost contact with worker 1 (UnavailableError): "
-                                   "start every worker again with the same command: they "
-                                   "resume from their backups"], stderr[-3000:]
+    (line,), code = readme_row("a worker of a `--distribute multiworker` run lost")
+    assert code == 1
+    assert error_lines(stderr) == [line], stderr[-3000:]
 
 
 def test_a_killed_worker_stops_the_other_in_one_line_and_both_resume_from_the_same_epoch(
