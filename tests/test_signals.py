@@ -96,6 +96,7 @@ def wait_for_first_row(process, out, timeout=120):
 
 # The held-out check: at 0 to 10 ms after the first row appeared the message
 # promised an epoch the backup did not hold yet; these delays straddle the backup.
+@pytest.mark.slow  # a training process per delay: .ci/run's slow phase
 @pytest.mark.parametrize("delay_ms", [0, 2, 5, 10, 20, 50])
 def test_sigterm_just_after_an_epochs_row_leaves_message_files_and_rerun_agreeing(
         delay_ms, tiny_data, tmp_path, capsys):

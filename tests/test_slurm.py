@@ -66,6 +66,7 @@ def stand_in_srun(tmp_path):
     return folder
 
 
+@pytest.mark.slow  # two worker processes: .ci/run's slow phase
 def test_the_sbatch_script_trains_two_workers_and_the_chief_writes(stand_in_srun, data_dir,
                                                                    tmp_path):
     out = tmp_path / "shared" / "run"

@@ -93,6 +93,10 @@ def exit_times(processes, timeout=SECONDS):
     return ended
 
 
+# Two worker processes each: .ci/run runs them in their own phase (pytest.ini).
+pytestmark = pytest.mark.slow
+
+
 def logged_epochs(out):
     return [int(row.split(",")[0]) for row in (out / "history.csv").read_text().splitlines()[1:]]
 
