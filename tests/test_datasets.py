@@ -251,6 +251,38 @@ def test_tensorboard_logs_hold_the_epoch_scalars_per_variant(keras_cache, tmp_pa
     assert any("batch_normalization" in tag and "moving_variance" in tag for tag in histograms)
 
 
+def summary_plugins(folder):
+    """{tag: plugin name} of every summary in a TensorBoard run folder, read back with
+    TensorFlow's own event parser."""
+    tags = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            tags.update((v.tag, v.metadata.plugin_data.plugin_name) for v in event.summary.value)
+    return tags
+
+
+def test_tensorboard_alone_writes_train_and_validation_the_graph_and_bn_histograms(
+        keras_cache, tmp_path):
+    # docs/flags-and-outputs.md, logs/: train/ and validation/ (per-epoch loss and
+    # accuracy, the graph, weight histograms, BatchNormalization's moving mean and
+    # moving variance included).
+    mb.main(["--epochs", "2", "--tensorboard", "--no-plot", "--verbose", "0",
+             "--output-dir", str(tmp_path)])
+    train = epoch_scalars(tmp_path / "logs" / "train")
+    validation = epoch_scalars(tmp_path / "logs" / "validation")
+    assert train["epoch_loss"] == [0, 1] and train["epoch_accuracy"] == [0, 1]
+    assert validation["epoch_loss"] == [0, 1] and validation["epoch_accuracy"] == [0, 1]
+    plugins = summary_plugins(tmp_path / "logs" / "train")
+    # Keras 3 writes the model's graph as its config, under TensorBoard's Keras-graph plugin.
+    assert plugins.get("keras") == "graph_keras_model"
+    histograms = {tag for tag, plugin in plugins.items() if plugin == "histograms"}
+    for layer in ("batch_normalization", *(f"batch_normalization_{i}" for i in range(1, 5))):
+        for part in ("gamma", "beta", "moving_mean", "moving_variance"):
+            assert f"batchnorm_cnn/{layer}/{part}/histogram" in histograms
+    assert "batchnorm_cnn/conv2d/kernel/histogram" in histograms
+
+
 def test_tensorboard_without_its_package_is_one_line_before_anything_runs(
         monkeypatch, tmp_path, capsys):
     import importlib.util
