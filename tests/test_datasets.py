@@ -227,15 +227,21 @@ def test_own_without_data_dir_is_a_usage_error(capsys):
     assert "--dataset own needs --data-dir" in line
 
 
-def epoch_scalars(folder):
-    """{tag: [steps]} of the scalars in a TensorBoard run folder, read back with
+def summaries(folder):
+    """(step, summary value) of every summary in a TensorBoard run folder, read back with
     TensorFlow's own event parser."""
-    tags = {}
     for path in folder.glob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = event_pb2.Event.FromString(record.numpy())
             for value in event.summary.value:
-                tags.setdefault(value.tag, []).append(event.step)
+                yield event.step, value
+
+
+def epoch_scalars(folder):
+    """{tag: [steps]} of the summaries in a TensorBoard run folder."""
+    tags = {}
+    for step, value in summaries(folder):
+        tags.setdefault(value.tag, []).append(step)
     return tags
 
 
@@ -252,14 +258,8 @@ def test_tensorboard_logs_hold_the_epoch_scalars_per_variant(keras_cache, tmp_pa
 
 
 def summary_plugins(folder):
-    """{tag: plugin name} of every summary in a TensorBoard run folder, read back with
-    TensorFlow's own event parser."""
-    tags = {}
-    for path in folder.glob("events.out.tfevents.*"):
-        for record in tf.data.TFRecordDataset(str(path)):
-            event = event_pb2.Event.FromString(record.numpy())
-            tags.update((v.tag, v.metadata.plugin_data.plugin_name) for v in event.summary.value)
-    return tags
+    """{tag: the TensorBoard plugin that shows it} of a run folder's summaries."""
+    return {value.tag: value.metadata.plugin_data.plugin_name for _, value in summaries(folder)}
 
 
 def test_tensorboard_alone_writes_train_and_validation_the_graph_and_bn_histograms(
