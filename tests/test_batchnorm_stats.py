@@ -50,8 +50,10 @@ def test_default_run_on_real_digits_names_the_lag_after_the_test_line(digits, tm
     assert f"{diagnosis['val_accuracy_batch_statistics']:.4f}" in note
 
 
-@pytest.mark.parametrize("flags", [["--bn-momentum", "0.9", "--fast"], ["--recompute-bn-stats", "--fast"]],
-                         ids=["momentum-0.9", "recompute-fast"])
+@pytest.mark.parametrize("flags", [["--bn-momentum", "0.9", "--fast"], ["--recompute-bn-stats", "--fast"],
+                                   ["--bn-momentum", "0.9"], ["--recompute-bn-stats"]],
+                         ids=["momentum-0.9", "recompute-fast", "momentum-0.9-fit",
+                              "recompute-fit"])
 def test_each_remedy_on_real_digits_reaches_95_percent_without_a_note(
         flags, digits, tmp_path, capsys):
     result, out = real_run(digits, tmp_path, capsys, *flags)
@@ -173,3 +175,68 @@ def test_compare_table_shows_batch_and_recomputed_validation_accuracy(keras_cach
         assert re.fullmatch(r"\| .+ \| \d\.\d{4} \| - \|", rows[label]), rows[label]
     history = json.loads((tmp_path / "history_batchnorm.json").read_text())
     assert len(history["val_accuracy_batch_stats"]) == 1  # always tracked under --compare
+
+
+def first_norm_inputs_mean(model, images):
+    """NumPy's per-channel mean of the first BatchNormalization layer's inputs over `images`."""
+    first = next(layer for layer in model.layers
+                 if isinstance(layer, keras.layers.BatchNormalization))
+    inputs = keras.Model(model.inputs[0], first.input)(mb.preprocess(images), training=False)
+    return first, inputs.numpy().reshape(-1, inputs.shape[-1]).astype(np.float64).mean(axis=0)
+
+
+def bright_and_dark(images):
+    """The training images (the first 80%) as they are, the validation ones (the last
+    20%) at a quarter of their brightness: their layer inputs differ."""
+    split_at = len(images) * 4 // 5
+    return np.concatenate([images[:split_at], images[split_at:] // 4]), split_at
+
+
+def test_recompute_bn_stats_takes_the_training_images_not_the_validation_ones():
+    model, images = small_trained_model()
+    images, split_at = bright_and_dark(images)
+    config = {"validation_split": 0.2, "batch_size": 100}
+    batchnorm_stats.recompute_from_training_images(model, images, config)
+    first, training_mean = first_norm_inputs_mean(model, images[:split_at])
+    _, validation_mean = first_norm_inputs_mean(model, images[split_at:])
+    assert not np.allclose(training_mean, validation_mean, rtol=0.05)  # told apart
+    np.testing.assert_allclose(first.moving_mean.numpy(), training_mean, rtol=1e-4, atol=1e-5)
+
+
+def test_diagnosis_measures_the_validation_images_not_the_training_ones(capsys):
+    model, images = small_trained_model()
+    images, split_at = bright_and_dark(images)
+    # Labels: the validation images get what the model predicts for them with batch
+    # statistics (batches of 50, as the diagnosis makes them), the training images a
+    # class it does not predict: 100% on the validation images, 0% on the training ones.
+    predicted = np.concatenate([
+        model(mb.preprocess(images[i:i + 50]), training=True).numpy().argmax(axis=1)
+        for i in range(0, len(images), 50)])
+    labels = np.where(np.arange(len(images)) < split_at, (predicted + 1) % 10, predicted)
+    config = {"validation_split": 0.2, "batch_size": 50, "recompute_bn_stats": False,
+              "bn_momentum": 0.99}
+    diagnosis = batchnorm_stats.diagnose(model, images, labels.astype(np.uint8), config, 1)
+    assert diagnosis["val_accuracy_batch_statistics"] == 1.0
+    # 400 training images at batch 50: 8 steps in the epoch (hand-computed).
+    assert diagnosis["training_steps"] == 8
+
+
+def test_recompute_bn_stats_on_a_resumed_run_takes_the_training_images(
+        tmp_path, keras_cache, monkeypatch, capsys):
+    from machinery import errors, outputs
+
+    def fail(*args, **kwargs):  # a run that trained an epoch, then failed: its backup stays
+        raise errors.ScriptError("simulated failure after training")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(outputs, "save_run", fail)
+        assert cli(["--epochs", "1", "--no-plot", "--output-dir", str(tmp_path)]) == 1
+    assert (tmp_path / "backup").is_dir()
+    result = mb.main(["--epochs", "2", "--recompute-bn-stats", "--no-plot", "--verbose", "0",
+                      "--output-dir", str(tmp_path)])
+    assert len(json.loads((tmp_path / "history.json").read_text())["loss"]) == 2
+    assert "resum" in capsys.readouterr().out.lower()  # it did resume from the backup
+    # The cache's 600 training images (conftest's kmnist_in_cache), less 20%: the first 480.
+    training = synthetic.make_arrays(train=600, test=200)["train_imgs"][:480]
+    first, expected = first_norm_inputs_mean(result["model"], training)
+    np.testing.assert_allclose(first.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)

@@ -226,3 +226,23 @@ def test_inference_uses_moving_statistics_not_the_batch(comparison):
     np.testing.assert_allclose(alone, in_batch, rtol=1e-4, atol=1e-5)
     training_mode = model(images, training=True).numpy()[:1]
     assert not np.allclose(training_mode, in_batch, atol=1e-3)
+
+
+def test_compare_keeps_both_backups_until_the_comparison_is_written(tmp_path, monkeypatch,
+                                                                    capsys):
+    # docs/flags-and-outputs.md: backup/ is "removed last, after every file above is
+    # written". The comparison's last write (--no-plot: comparison.json) fails here.
+    from machinery import errors
+
+    def fail(path, data):
+        raise errors.ScriptError(f"simulated failure writing {path.name}")
+
+    monkeypatch.setattr(compare, "write_json", fail)
+    with kmnist_in_cache():
+        assert cli(["--compare", "--epochs", "1", "--no-plot", "--verbose", "0",
+                    "--output-dir", str(tmp_path)]) == 1
+    assert "simulated failure writing comparison.json" in capsys.readouterr().err
+    for variant in ("batchnorm", "no_batchnorm"):
+        backup = tmp_path / variant / "backup"
+        assert (backup / "training_metadata.json").is_file(), variant
+        assert (backup / "epoch-1.npz").is_file(), variant

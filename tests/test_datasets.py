@@ -227,15 +227,21 @@ def test_own_without_data_dir_is_a_usage_error(capsys):
     assert "--dataset own needs --data-dir" in line
 
 
-def epoch_scalars(folder):
-    """{tag: [steps]} of the scalars in a TensorBoard run folder, read back with
+def summaries(folder):
+    """(step, summary value) of every summary in a TensorBoard run folder, read back with
     TensorFlow's own event parser."""
-    tags = {}
     for path in folder.glob("events.out.tfevents.*"):
         for record in tf.data.TFRecordDataset(str(path)):
             event = event_pb2.Event.FromString(record.numpy())
             for value in event.summary.value:
-                tags.setdefault(value.tag, []).append(event.step)
+                yield event.step, value
+
+
+def epoch_scalars(folder):
+    """{tag: [steps]} of the summaries in a TensorBoard run folder."""
+    tags = {}
+    for step, value in summaries(folder):
+        tags.setdefault(value.tag, []).append(step)
     return tags
 
 
@@ -251,6 +257,38 @@ def test_tensorboard_logs_hold_the_epoch_scalars_per_variant(keras_cache, tmp_pa
     assert any("batch_normalization" in tag and "moving_variance" in tag for tag in histograms)
 
 
+def summary_plugins(folder):
+    """{tag: the TensorBoard plugin that shows it} of a run folder's summaries."""
+    return {value.tag: value.metadata.plugin_data.plugin_name for _, value in summaries(folder)}
+
+
+def test_tensorboard_alone_writes_train_and_validation_the_graph_and_bn_histograms(
+        keras_cache, tmp_path):
+    # docs/flags-and-outputs.md, logs/: train/ and validation/ (per-epoch loss and
+    # accuracy, the graph, weight histograms, BatchNormalization's moving mean and
+    # moving variance included).
+    mb.main(["--epochs", "2", "--tensorboard", "--no-plot", "--verbose", "0",
+             "--output-dir", str(tmp_path)])
+    train = epoch_scalars(tmp_path / "logs" / "train")
+    validation = epoch_scalars(tmp_path / "logs" / "validation")
+    assert train["epoch_loss"] == [0, 1] and train["epoch_accuracy"] == [0, 1]
+    assert validation["epoch_loss"] == [0, 1] and validation["epoch_accuracy"] == [0, 1]
+    plugins = summary_plugins(tmp_path / "logs" / "train")
+    # Keras 3 writes the model's graph as its config, under TensorBoard's Keras-graph plugin.
+    assert plugins.get("keras") == "graph_keras_model"
+    # Layer names carry Keras' per-process counter (batch_normalization_7, ...).
+    parts = {}
+    for tag, plugin in plugins.items():
+        found = re.fullmatch(r"batchnorm_cnn/(batch_normalization(?:_\d+)?)/(\w+)/histogram",
+                             tag)
+        if found and plugin == "histograms":
+            parts.setdefault(found[1], set()).add(found[2])
+    # The lesson's five BatchNormalization layers, each with its four variables.
+    assert list(parts.values()) == [{"gamma", "beta", "moving_mean", "moving_variance"}] * 5
+    assert any(re.fullmatch(r"batchnorm_cnn/conv2d(_\d+)?/kernel/histogram", tag)
+               for tag in plugins)
+
+
 def test_tensorboard_without_its_package_is_one_line_before_anything_runs(
         monkeypatch, tmp_path, capsys):
     import importlib.util
@@ -262,3 +300,97 @@ def test_tensorboard_without_its_package_is_one_line_before_anything_runs(
         "error: --tensorboard needs the tensorboard package, which writes and shows the "
         "logs: pip install tensorboard"]
     assert not (tmp_path / "out").exists()  # refused before the output folder was made
+
+
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"  # Keras' own
+
+
+def write_dataset(dataset, folder, arrays):
+    """The files keras.datasets.<dataset> caches, in their real formats, into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if dataset == "mnist":
+        np.savez(folder / "mnist.npz", x_train=arrays["train_imgs"], y_train=arrays["train_labels"],
+                 x_test=arrays["test_imgs"], y_test=arrays["test_labels"])
+        return
+    for name, part in (("train-labels-idx1-ubyte.gz", "train_labels"),
+                       ("train-images-idx3-ubyte.gz", "train_imgs"),
+                       ("t10k-labels-idx1-ubyte.gz", "test_labels"),
+                       ("t10k-images-idx3-ubyte.gz", "test_imgs")):
+        write_idx(folder / name, arrays[part])
+
+
+def assert_arrays(loaded, arrays):
+    (x_train, y_train), (x_test, y_test) = loaded
+    np.testing.assert_array_equal(x_train, arrays["train_imgs"])
+    np.testing.assert_array_equal(y_train, arrays["train_labels"])
+    np.testing.assert_array_equal(x_test, arrays["test_imgs"])
+    np.testing.assert_array_equal(y_test, arrays["test_labels"])
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_data_dir_reads_the_folders_files_for_mnist_and_fashion_mnist(dataset, tmp_path):
+    arrays = synthetic.make_arrays(train=60, test=20, seed=7)
+    write_dataset(dataset, tmp_path, arrays)
+    assert_arrays(mb.load_data(dataset, tmp_path), arrays)  # Keras' cache is not read
+
+
+@pytest.fixture
+def local_server(tmp_path, monkeypatch):
+    """A folder served over HTTP on 127.0.0.1, standing in for Keras' download site: a
+    request to KERAS_ORIGIN goes there instead. Yields (folder, paths requested)."""
+    import functools
+    import http.server
+    import threading
+    import urllib.request
+    folder, requested = tmp_path / "served", []
+    folder.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    local = f"http://127.0.0.1:{server.server_port}/"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, *args, **kwargs: direct.open(
+        url.replace(KERAS_ORIGIN, local) if isinstance(url, str) else url, *args, **kwargs))
+    yield folder, requested
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_redownload_fetches_the_files_again(dataset, local_server, monkeypatch):
+    served_folder, requested = local_server
+    cached = synthetic.make_arrays(train=60, test=20, seed=8)
+    served = synthetic.make_arrays(train=60, test=20, seed=9)
+    cache = KERAS_HOME / "datasets" / ("fashion-mnist" if dataset == "fashion_mnist" else "")
+    write_dataset(dataset, cache, cached)
+    write_dataset(dataset, served_folder, served)
+    if dataset == "mnist":  # the served file is the one with the right hash
+        monkeypatch.setenv("MODEL_BATCHNORM_TEST_MNIST_SHA256", hashlib.sha256(
+            (served_folder / "mnist.npz").read_bytes()).hexdigest())
+    try:
+        assert_arrays(mb.load_data(dataset, None, True), served)
+        assert sorted(requested) == sorted(
+            f"/{path.name}" for path in served_folder.iterdir())  # each file fetched once
+        for path in served_folder.iterdir():
+            assert (cache / path.name).read_bytes() == path.read_bytes()
+    finally:
+        for path in served_folder.iterdir():
+            (cache / path.name).unlink(missing_ok=True)
+
+
+def test_fashion_mnist_offline_is_one_line_naming_the_files(tmp_path, capsys):
+    cache = KERAS_HOME / "datasets" / "fashion-mnist"
+    for path in cache.glob("*"):
+        path.unlink()
+    assert cli(["--dataset", "fashion_mnist", "--dry-run", "--output-dir", str(tmp_path)]) == 1
+    line, = error_lines(capsys.readouterr().err)
+    assert line.startswith("error: could not download fashion_mnist") and "Offline?" in line
+    for name in ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        assert str(cache / name) in line
+    assert "--data-dir FOLDER" in line

@@ -215,3 +215,16 @@ def test_overlay_labels_default_to_the_file_names(tmp_path, monkeypatch):
                for figure in drawn]
     assert legends == [["batchnorm/history.json", "no_batchnorm/history.json"],
                        ["x.json", "history.json"]]
+
+
+def test_batch_statistics_curves_are_dashed_and_the_others_solid():
+    # docs/flags-and-outputs.md: --track-batch-stats values are "drawn dashed".
+    history = {**HISTORY, "val_accuracy_batch_stats": [0.75, 0.88, 0.93],
+               "val_loss_batch_stats": [0.7, 0.4, 0.2]}
+    figure = ph.plot_history(history)
+    for ax, key in zip(figure.axes, ("val_accuracy_batch_stats", "val_loss_batch_stats")):
+        styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+        assert styles == {"training": "-", "validation": "-",
+                          "validation, batch statistics": "--"}
+        dashed, = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        np.testing.assert_array_equal(dashed.get_ydata(), history[key])
