@@ -50,10 +50,15 @@ def test_default_run_on_real_digits_names_the_lag_after_the_test_line(digits, tm
     assert f"{diagnosis['val_accuracy_batch_statistics']:.4f}" in note
 
 
-@pytest.mark.parametrize("flags", [["--bn-momentum", "0.9", "--fast"], ["--recompute-bn-stats", "--fast"],
-                                   ["--bn-momentum", "0.9"], ["--recompute-bn-stats"]],
-                         ids=["momentum-0.9", "recompute-fast", "momentum-0.9-fit",
-                              "recompute-fit"])
+# The two runs without --fast take twice as long: .ci/run's slow phase runs them.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("flags", [
+    pytest.param(["--bn-momentum", "0.9", "--fast"], id="momentum-0.9"),
+    pytest.param(["--recompute-bn-stats", "--fast"], id="recompute-fast"),
+    pytest.param(["--bn-momentum", "0.9"], id="momentum-0.9-fit", marks=SLOW),
+    pytest.param(["--recompute-bn-stats"], id="recompute-fit", marks=SLOW)])
 def test_each_remedy_on_real_digits_reaches_95_percent_without_a_note(
         flags, digits, tmp_path, capsys):
     result, out = real_run(digits, tmp_path, capsys, *flags)

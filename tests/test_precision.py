@@ -87,6 +87,7 @@ def digit_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # four trainings on real digits: .ci/run's slow phase
 def test_bfloat16_is_as_accurate_as_float32_on_real_handwriting(digit_runs):
     accuracy = {precision: [json.loads((out / "run.json").read_text())["test_accuracy"]
                             for out in outs] for precision, outs in digit_runs.items()}
@@ -96,6 +97,7 @@ def test_bfloat16_is_as_accurate_as_float32_on_real_handwriting(digit_runs):
     assert gap <= max(spread, 0.01), (accuracy, gap, spread)
 
 
+@pytest.mark.slow  # the same four trainings
 def test_bfloat16_run_records_it_and_saves_a_float32_model(digit_runs):
     out = digit_runs["bfloat16"][0]
     assert json.loads((out / "run.json").read_text())["config"]["precision"] == "bfloat16"
