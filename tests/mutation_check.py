@@ -40,7 +40,7 @@ class Bug:
 
 
 BUGS = [
-    # --- the nine bugs of issue 8, which the suite used to miss ---
+    # --- nine bugs the suite once missed ---
     Bug("resume-ignores-limit",
         "a backup made with another --limit is refused",
         "machinery/resume.py",
@@ -249,7 +249,7 @@ BUGS = [
         "return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))",
         "return float(np.mean(y_pred == y_true))",
         ("tests/test_model.py::test_balanced_accuracy_matches_hand_computed_value",)),
-    # --- batch versus moving statistics (README, "Batch versus moving statistics") ---
+    # --- batch versus moving statistics (docs/batchnorm-statistics.md) ---
     Bug("diagnosis-never-notes",
         "a gap of more than 5 points between moving and batch statistics gets the note",
         "machinery/batchnorm_stats.py",
@@ -308,7 +308,7 @@ BUGS = [
         "machinery/outputs.py",
         "        logs = logs / out.name", "        logs = logs",
         ("tests/test_datasets.py::test_tensorboard_logs_hold_the_epoch_scalars_per_variant",)),
-    # --- never lose a run (README, "When things go wrong") ---
+    # --- never lose a run (docs/troubleshooting.md) ---
     Bug("no-lock",
         "one run per folder: a second run is refused",
         "machinery/folder.py",
@@ -347,7 +347,7 @@ BUGS = [
         "labels = args.labels or default_labels(args.histories)",
         "labels = args.labels or [str(path) for path in args.histories]",
         ("tests/test_plot.py::test_overlay_labels_default_to_the_file_names",)),
-    # --- issue 16: the converter and the standalone plotting helper ---
+    # --- the converter and the standalone plotting helper ---
     Bug("converter-keeps-class-order",
         "tools/images_to_npz.py mixes the images, so that the validation split and the "
         "test set hold every class",
@@ -395,7 +395,7 @@ BUGS = [
         '        "versions": versions(),\n',
         '        "versions": versions(), "undocumented_seconds": 0.0,\n',
         ("tests/test_cli.py::test_docs_name_every_run_json_field",)),
-    # --- issue 17: layer inputs and learning rates ---
+    # --- layer inputs and learning rates ---
     Bug("layer-inputs-move-moving-stats",
         "--track-layer-inputs leaves training exactly as it was: the moving statistics "
         "are put back after each probe",
@@ -498,7 +498,7 @@ BUGS = [
         'affordable = self.series["seconds"] <= BUDGET * (time.perf_counter() - self.started)',
         "affordable = True",
         ("tests/test_layer_inputs.py::test_the_measurements_stay_within_their_share_of_the_time",)),
-    # --- issue 17: --predict ---
+    # --- --predict ---
     Bug("predict-no-inversion",
         "--predict inverts a dark-on-light image; held-back digits both ways agree with "
         "model.evaluate within a point",
@@ -559,7 +559,7 @@ BUGS = [
         "    except (OSError, ValueError, Image.DecompressionBombError) as err:",
         "    except ValueError as err:",
         ("tests/test_predict.py::test_a_file_that_is_not_an_image",)),
-    # --- issue 18: speed ---
+    # --- speed ---
     Bug("bf16-without-hardware",
         "--precision bfloat16 runs only where the hardware has native bfloat16, else float32",
         "machinery/fast.py",
@@ -610,7 +610,7 @@ BUGS = [
         "bench/cpu_sampler.py",
         " and (w1 - w0) < share * (t1 - t0)", "",
         ("tests/test_bench.py::test_idle_stretches_need_low_cpu_and_no_wait_for_a_core",)),
-    # --- issue 19: several workers ---
+    # --- several workers ---
     Bug("worker-backup-removed-on-failure",
         "a worker that stops early keeps its backup in OUTPUT_DIR/workers/worker-N",
         "machinery/startup.py",
@@ -689,7 +689,7 @@ BUGS = [
         "machinery/distribute.py",
         "            port_base=port,", "            port_base=8888,",
         ("tests/test_slurm.py::test_the_cluster_of_a_slurm_job_step_is_read_from_its_variables",)),
-    # --- issue 20: a signal between two files ---
+    # --- a signal between two files ---
     Bug("signal-acts-between-log-and-backup",
         "SIGTERM between an epoch's log row and its backup waits for the backup",
         "machinery/resume.py",
@@ -716,7 +716,7 @@ BUGS = [
         "machinery/resume.py",
         '        print(f"Starting at epoch 1: {why}.")', "        pass",
         ("tests/test_resume_config.py::test_a_logged_epoch_without_a_backup_starts_over_and_says_why",)),
-    # --- issue 20: no test hangs the suite or leaks into the next ---
+    # --- no test hangs the suite or leaks into the next ---
     Bug("no-time-limit",
         "every test runs under a 300 s limit",
         "pytest.ini",
@@ -749,7 +749,7 @@ BUGS = [
         "tests/conftest.py",
         "        if not lost_a_port or attempt == attempts - 1:", "        if True:",
         ("tests/test_isolation.py::test_workers_that_lose_a_port_before_binding_it_are_started_again_on_new_ones",)),
-    # --- issue 20: tests that could not fail ---
+    # --- tests that could not fail ---
     Bug("check-npz-loads-the-arrays",
         "the .npz checks read only the headers",
         "machinery/npz.py",
@@ -788,7 +788,7 @@ BUGS = [
         "docs/flags-and-outputs.md",
         "| `run.lock` | only while", "| run lock | only while",
         ("tests/test_project.py::test_docs_document_every_output_file",)),
-    # --- issue 20: every field of the resume key ---
+    # --- every field of the resume key ---
     Bug("resume-ignores-dataset",
         "a backup made on another --dataset is refused, naming it",
         "machinery/resume.py",
@@ -830,7 +830,7 @@ BUGS = [
         "machinery/resume.py",
         '"bn_momentum",\n              "track_batch_stats", ', '"bn_momentum",\n              ',
         ("tests/test_resume_config.py::test_backup_of_another_configuration_is_refused[track_batch_stats]",)),
-    # --- issue 20: the backup itself ---
+    # --- the backup itself ---
     Bug("backup-hash-checks-length-only",
         "a backup changed without changing its length is refused (SHA-256)",
         "machinery/backup.py",
@@ -878,7 +878,7 @@ BUGS = [
         "        if pictures:\n            write_atomically(out / TRAINING_HISTORY_PNG,",
         "        if False:\n            write_atomically(out / TRAINING_HISTORY_PNG,",
         ("tests/test_readme_errors.py::test_sigterm_during_training",)),
-    # --- issue 20: what a run writes and flags that had no bug ---
+    # --- what a run writes and flags that had no bug ---
     Bug("run-json-never-deterministic",
         "run.json records the determinism flag",
         "machinery/outputs.py",
@@ -960,7 +960,7 @@ BUGS = [
         "    except Exception as err:\n        print(f\"error: {err}\", file=sys.stderr)\n"
         "        return 1\n    except KeyboardInterrupt as err:\n        what, code",
         ("tests/test_promises.py::test_a_genuine_bug_still_shows_its_traceback",)),
-    # --- issue 20: the last promises ---
+    # --- the last promises ---
     Bug("tensorboard-without-histograms",
         "--tensorboard writes weight histograms, BatchNormalization's moving statistics included",
         "machinery/outputs.py",

@@ -1,4 +1,4 @@
-"""Faults a careful user or a cluster scheduler meets (issue 11): every one ends with
+"""Faults a careful user or a cluster scheduler meets: every one ends with
 nothing lost and one clear line. Each runs the script as a separate process where the
 fault needs one (a signal, a second process, a full disk); expected lines come from
 the README's table of faults."""

@@ -1,4 +1,4 @@
-"""No test can hang the suite or leak into the next (issue 20): a time limit on every
+"""No test can hang the suite or leak into the next: a time limit on every
 test, no seed or op determinism left on after a test file, no synthetic data left in
 the Keras cache after a failure, and a multi-worker test that survives losing a port."""
 import random

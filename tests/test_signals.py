@@ -1,4 +1,4 @@
-"""A signal between two files (issue 20): SIGTERM or Ctrl-C sent at any moment around an
+"""A signal between two files: SIGTERM or Ctrl-C sent at any moment around an
 epoch's end stops the run where the log and the backup agree. Each time, the message,
 the files and the rerun must tell the same story: the N epochs of the message are the N
 the backup holds, the N rows of history.csv and history.json, and the N the rerun of
