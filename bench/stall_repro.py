@@ -1,6 +1,6 @@
 """A minimal reproduction of tf.data's stall between epochs, for a TensorFlow maintainer.
 
-Plain TensorFlow and Keras, no project code: a small CNN, random 28x28 images, batch
+Plain TensorFlow and Keras (project code only in --input arrays-no-autotune): a small CNN, random 28x28 images, batch
 250, model.fit for a few epochs. A sampler thread reads the process's CPU time and
 run-queue wait (/proc, bench/cpu_sampler.py) every 0.1 s; each epoch prints its wall
 and CPU seconds and its longest stretch with the process under a tenth of a core
@@ -12,6 +12,8 @@ ptrace must be allowed).
     python bench/stall_repro.py --input dataset       # tf.data, a new iterator each epoch
     python bench/stall_repro.py --input no-autotune   # the same, autotune off
     python bench/stall_repro.py --input repeat        # one iterator for the whole run
+    python bench/stall_repro.py --input arrays-no-autotune   # arrays, Keras' pipeline
+                                   # without autotuning (machinery/keras_internals.py)
 
 What it showed is in docs/speed.md ("The stall between epochs").
 """
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import keras  # noqa: E402
@@ -86,7 +89,11 @@ def pipeline(x, y, batch, autotune=True, repeat=False, shuffle=True):
 
 def fit_arguments(kind, x, y, batch):
     split = int(len(x) * 0.8)
-    if kind == "arrays":
+    if kind == "arrays-no-autotune":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from machinery import keras_internals
+        keras_internals.array_pipelines_without_autotuning()
+    if kind.startswith("arrays"):
         return dict(x=x.astype("float32") / 255, y=y, batch_size=batch, validation_split=0.2)
     autotune, repeat = kind != "no-autotune", kind == "repeat"
     arguments = dict(x=pipeline(x[:split], y[:split], batch, autotune, repeat),
@@ -100,7 +107,8 @@ def fit_arguments(kind, x, y, batch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", choices=("arrays", "dataset", "no-autotune", "repeat"),
+    parser.add_argument("--input", choices=("arrays", "arrays-no-autotune", "dataset", "no-autotune",
+                                             "repeat"),
                         default="dataset")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--images", type=int, default=15_000)

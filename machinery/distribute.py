@@ -1,11 +1,8 @@
 """--distribute: training under tf.distribute, on several devices or machines
 (docs/distributed.md).
 
-The one module that touches Keras and TensorFlow internals, each checked against the
-versions below (tests/test_distribute.py fails if either changes under it): a
-workaround for two bugs of Keras 3.15.1 under MultiWorkerMirroredStrategy, and the
-set-up of TensorFlow 2.21's coordination service, whose heartbeat timeout bounds how
-long a worker waits for a lost peer.
+What it needs of Keras' and TensorFlow's internals (a workaround for two Keras bugs
+under tf.distribute, the coordination service's heartbeat) lives in keras_internals.py.
 """
 import contextlib
 import json
@@ -14,10 +11,10 @@ import re
 import signal
 
 from machinery.errors import ScriptError
+from machinery.keras_internals import (  # noqa: F401  (model_batchnorm.py calls it here)
+    bound_lost_worker_wait, work_around_keras_distribution_bugs)
 from machinery.quiet import tf
 
-KERAS_CHECKED = "3.15.1"
-TF_CHECKED = "2.21.0"
 # A worker whose peers hear no heartbeat from it for HEARTBEAT_TIMEOUT_S is lost: every
 # collective is aborted. Its peers stop within about LOST_WORKER_BOUND_S of its end (the
 # timeout, then the step under way and their own exit; measured in docs/distributed.md).
@@ -70,21 +67,6 @@ def cluster_resolver(port):
     return None  # MultiWorkerMirroredStrategy reads TF_CONFIG itself
 
 
-def bound_lost_worker_wait(resolver):
-    """Configure TensorFlow's coordination service as MultiWorkerMirroredStrategy would,
-    but with a heartbeat timeout of HEARTBEAT_TIMEOUT_S (it then skips its own set-up):
-    a peer silent that long is lost, and every collective is aborted."""
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
-    spec = (resolver or tf.distribute.cluster_resolver.TFConfigClusterResolver()).cluster_spec()
-    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
-            for job in ("chief", "worker") if job in spec.jobs]
-    context.context().configure_coordination_service(
-        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
-        coordinated_jobs=jobs, heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000)
-
-
 def make_strategy(name, cpu_devices=2, slurm_port=8888):
     """The tf.distribute strategy for --distribute, or None. Must run before
     TensorFlow starts its devices, so it runs first."""
@@ -92,7 +74,7 @@ def make_strategy(name, cpu_devices=2, slurm_port=8888):
         return None
     if name == "multiworker":
         resolver = cluster_resolver(slurm_port)
-        bound_lost_worker_wait(resolver)
+        bound_lost_worker_wait(resolver, HEARTBEAT_TIMEOUT_S)
         handler = signal.getsignal(signal.SIGTERM)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         # The strategy's preemption notifier takes SIGTERM over and only logs it; give it
@@ -181,38 +163,3 @@ def scope(strategy):
 def norm_options(args):
     """--sync-bn: the BatchNormalization layers share their batch statistics across replicas."""
     return {"synchronized": True} if args.sync_bn else {}
-
-
-def work_around_keras_distribution_bugs(model, strategy):
-    """Two Keras 3.15 bugs under tf.distribute, worked around on this model only
-    (tests/test_distribute.py would fail if either came back):
-    1. Before the first step, fit/evaluate/predict average the whole first
-       distributed batch with strategy.reduce, which MultiWorkerMirroredStrategy
-       rejects, and which fails under MirroredStrategy too whenever the replicas'
-       shares of a batch differ in size (a batch of 250 on 3 devices, say).
-       The model is already built from keras.Input; its loss and metrics only need
-       the shapes, which one replica's local batch gives.
-    2. Under MultiWorkerMirroredStrategy, each step's logs are averaged with
-       strategy.reduce("MEAN", v, axis=0), which fails on scalars. Returned with
-       shape (1,), they average to the scalar mean across workers."""
-    if strategy is None:
-        return model
-    keras_build = model._maybe_symbolic_build
-
-    def build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda value: strategy.experimental_local_results(value)[0], next(batches))
-                break
-        return keras_build(data_batch=data_batch)
-
-    def with_shaped_logs(step):
-        return lambda data: tf.nest.map_structure(lambda v: tf.reshape(v, (1,)), step(data))
-
-    model._maybe_symbolic_build = build
-    if not is_multiworker(strategy):
-        return model
-    model.train_step = with_shaped_logs(model.train_step)
-    model.test_step = with_shaped_logs(model.test_step)
-    return model

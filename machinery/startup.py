@@ -1,11 +1,12 @@
 """Before anything slow: the output folder is writable and this run's alone (folder.py),
 the devices are set up, the precision is one they compute natively, the seeds are set,
-and a worker that is not the chief writes to its own folder."""
+Keras' array pipelines run without tf.data's autotuning, and a worker that is not the
+chief writes to its own folder."""
 import contextlib
 import shutil
 import tempfile
 
-from machinery import distribute, fast, folder, outputs
+from machinery import distribute, fast, folder, keras_internals, outputs
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
 
@@ -64,6 +65,8 @@ def prepared(args):
     args.precision = fast.effective_precision(args.precision)
     if args.seed is not None:
         seed_everything(args.seed)
+    # The same batches without the stall between epochs (docs/speed.md).
+    keras_internals.array_pipelines_without_autotuning()
     try:
         with own_folder(args):
             yield args

@@ -1037,6 +1037,23 @@ BUGS = [
         "lambda: norm_class(momentum=args.bn_momentum,",
         "lambda: norm_class(momentum=args.bn_momentum if args.fast else 0.99,",
         ("tests/test_batchnorm_stats.py::test_each_remedy_on_real_digits_reaches_95_percent_without_a_note[momentum-0.9-fit]",)),
+    # --- Keras' array pipelines without autotuning ---
+    Bug("default-path-autotuned",
+        "the default path's arrays reach fit through a pipeline without tf.data's autotuning",
+        "machinery/startup.py",
+        "    keras_internals.array_pipelines_without_autotuning()\n", "    pass\n",
+        ("tests/test_keras_internals.py::test_a_prepared_run_feeds_arrays_through_a_pipeline_without_autotuning",)),
+    Bug("autotuning-left-on",
+        "the default path's arrays reach fit through a pipeline without tf.data's autotuning",
+        "machinery/keras_internals.py",
+        "        options.autotune.enabled = False", "        options.autotune.enabled = True",
+        ("tests/test_keras_internals.py::test_a_prepared_run_feeds_arrays_through_a_pipeline_without_autotuning",)),
+    Bug("unautotuned-pipeline-drops-batches",
+        "without autotuning the lesson computes exactly the same numbers",
+        "machinery/keras_internals.py",
+        "        return keras_pipeline(self).with_options(options)",
+        "        return keras_pipeline(self).with_options(options).skip(1)",
+        ("tests/test_keras_internals.py::test_without_autotuning_the_lesson_computes_exactly_the_same_numbers",)),
 ]
 
 
