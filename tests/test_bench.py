@@ -123,3 +123,32 @@ def test_idle_stretches_need_low_cpu_and_no_wait_for_a_core():
                (2.0, 0.52, 0.0), (2.5, 0.52, 0.4), (3.0, 0.53, 0.9), (3.5, 0.9, 0.9)]
     assert cpu_sampler.idle_stretches(samples) == [(0.5, 1.5)]
     assert cpu_sampler.longest_between(samples, 0.0, 1.5) == 1.0
+
+
+@pytest.mark.parametrize("attempt", ["conv1-matmul", "conv1-filter-matmul",
+                                     "conv2-input-as-forward"])
+def test_each_convolution_attempt_computes_what_keras_conv2d_computes(attempt):
+    # An attempt that computed something else would time a different network.
+    import fast_attempts
+    import numpy as np
+    import model_batchnorm as mb
+    from machinery.quiet import keras, tf
+    keras.utils.set_random_seed(0)
+    model = mb.build_model(mb.input_shape, 10)
+    attempted = fast_attempts.with_attempt(model, attempt, keras, tf)
+    x = tf.constant(np.random.default_rng(0).random((4, 28, 28, 1), "float32"))
+    outputs, gradients = [], []
+    for network in (model, attempted):
+        with tf.GradientTape() as tape:
+            y = network(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(10, dtype=tf.float32))
+        outputs.append(y.numpy())
+        gradients.append([g.numpy() for g in tape.gradient(loss, network.trainable_variables)])
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)
+    # float32 sums in another order, some of them to nearly nothing (BatchNormalization
+    # follows): all gradients together within a thousandth of their norm; a wrong
+    # gradient is off by the whole of it.
+    keras_gradient, attempted_gradient = (np.concatenate([g.ravel() for g in network])
+                                          for network in gradients)
+    assert (np.linalg.norm(attempted_gradient - keras_gradient)
+            <= 1e-3 * np.linalg.norm(keras_gradient))
