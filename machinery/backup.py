@@ -61,12 +61,18 @@ def save(model, folder, epochs):
             old.unlink()
 
 
+def from_metadata(folder, read, default):
+    """read(the backup's metadata), or `default` where the file is missing or unreadable
+    or lacks what read looks for: a backup not written yet, or cut short."""
+    try:
+        return read(json.loads((folder / METADATA).read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def saved_epochs(folder):
     """The epoch count the backup's metadata names; 0 where there is none (yet)."""
-    try:
-        return int(json.loads((folder / METADATA).read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    return from_metadata(folder, lambda metadata: int(metadata["epoch"]), 0)
 
 
 def read_metadata(folder, epoch=None):
@@ -95,9 +101,7 @@ def read_metadata(folder, epoch=None):
 
 def previous_epoch(folder):
     """The epoch of the previous state the backup keeps, or None."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return json.loads((folder / METADATA).read_text())["previous"]["epoch"]
-    return None
+    return from_metadata(folder, lambda metadata: metadata["previous"]["epoch"], None)
 
 
 def roll_back(folder, epoch):

@@ -156,3 +156,27 @@ def test_sigterm_to_one_worker_stops_it_with_143_and_the_other_in_one_line(
     assert terminated == 143
     assert own_stderr.splitlines()[-1].startswith("Terminated (SIGTERM) after "), own_stderr
     assert all(backed_up_epoch(b) >= 1 for b in backups(out))  # the same commands resume
+
+
+def test_sigterm_to_a_worker_before_training_stops_it_with_143_and_the_other_in_one_line(
+        data_dir, tmp_path, ports):
+    # TensorFlow's preemption notifier takes SIGTERM over when the strategy is made (it
+    # only logs it); outside training, make_strategy's hand-back alone lets it stop a worker.
+    out = tmp_path / "run"
+    processes = start_workers(data_dir, out, 3, ports)
+    # Worker 1 makes its own folder once its strategy exists. With worker 0 paused (for
+    # less than the heartbeat timeout), worker 1 cannot pass the workers' agreement on
+    # the epoch to start from: the signal lands before training.
+    wait_until(lambda: (out / "workers" / "worker-1").is_dir(), processes)
+    processes[0].send_signal(signal.SIGSTOP)
+    processes[1].send_signal(signal.SIGTERM)
+    time.sleep(1)
+    processes[0].send_signal(signal.SIGCONT)
+    ended = exit_times(processes)
+    (code, _, stderr), (terminated, _, own_stderr) = finish(processes)
+    (line,), expected_code = readme_row("SIGTERM before training or after it")
+    assert (terminated, expected_code) == (143, 143), own_stderr[-3000:]
+    assert own_stderr.splitlines()[-1] == line, own_stderr[-3000:]
+    assert ended[0] - ended[1] < distribute.LOST_WORKER_BOUND_S  # from worker 1's end
+    assert code == 1
+    lost_worker_line(stderr)
