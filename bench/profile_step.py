@@ -1,7 +1,7 @@
 """Where a training step's time goes: one profiled epoch of `default` or `fast`,
 TensorFlow's op events summed by kind of work, as shares of the profiled time.
 
-    python bench/profile_step.py [--fast] [--images 12000]
+    python bench/profile_step.py [--fast] [--images 12000] [--ops 12]
 
 Uses TensorFlow's own profiler (tf.profiler.experimental) and reads its XSpace
 protobuf back with the definitions TensorFlow ships. Synthetic data (never KMNIST).
@@ -93,6 +93,8 @@ def main():
     parser.add_argument("--images", type=int, default=12_000)
     parser.add_argument("--policy", default=None, help="a Keras dtype policy to try, "
                         "e.g. mixed_bfloat16")
+    parser.add_argument("--ops", type=int, default=0, metavar="N",
+                        help="also list the N ops (layer and type) that took longest")
     args = parser.parse_args()
     if args.policy:
         tf.keras.mixed_precision.set_global_policy(args.policy)
@@ -124,7 +126,24 @@ def main():
     print(f"\nAn epoch of {wall:.2f} s: ops ran during {busy:.2f} s of it ({busy / wall:.0%}); "
           f"the rest ({1 - busy / wall:.0%}) is framework overhead between ops (Python, "
           f"callbacks, dispatch). Op time summed over threads: {whole:.2f} s.")
+    if args.ops:
+        print_top_ops(totals, whole, args.ops)
     return 0
+
+
+def print_top_ops(totals, whole, count):
+    """The ops that took longest, named by layer and type, every step's calls summed."""
+    by_op = collections.Counter()
+    for name, seconds in totals.items():
+        scope, _ = name.rsplit(":", 1)
+        layer = next((part for part in reversed(scope.split("/"))
+                      if part.split("_")[0] in ("conv2d", "dense", "max", "batch", "fused")),
+                     "other")
+        by_op[f"{'gradient of ' if 'gradient' in scope else ''}{layer}: "
+              f"{op_type(name)}"] += seconds
+    print(f"\n| op (layer: type) | seconds | share of op time |\n|---|---:|---:|")
+    for op, seconds in by_op.most_common(count):
+        print(f"| {op} | {seconds:.3f} | {seconds / whole:.1%} |")
 
 
 if __name__ == "__main__":

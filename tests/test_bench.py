@@ -152,3 +152,18 @@ def test_each_convolution_attempt_computes_what_keras_conv2d_computes(attempt):
                                           for network in gradients)
     assert (np.linalg.norm(attempted_gradient - keras_gradient)
             <= 1e-3 * np.linalg.norm(keras_gradient))
+
+
+def test_top_ops_sum_a_layers_calls_and_mark_its_gradients(capsys):
+    import collections
+    import profile_step
+    scope = "while/body/_1/StatefulPartitionedCall/batchnorm_cnn/conv2d_1/convolution"
+    totals = collections.Counter({
+        f"{scope}:_MklNativeFusedConv2D": 0.25,  # a training step's forward pass
+        f"other/{scope}:_MklNativeFusedConv2D": 0.5,  # validation's, elsewhere in the graph
+        f"x/gradient_tape/batchnorm_cnn/conv2d_1/convolution/Conv2DBackpropInput"
+        ":_MklNativeConv2DBackpropInput": 1.0})
+    profile_step.print_top_ops(totals, whole=2.0, count=5)
+    rows = capsys.readouterr().out.splitlines()
+    assert "| gradient of conv2d_1: Conv2DBackpropInput | 1.000 | 50.0% |" in rows
+    assert "| conv2d_1: FusedConv2D | 0.750 | 37.5% |" in rows
