@@ -56,6 +56,11 @@ def save(model, folder, epochs):
                                            "sha256": hashlib.sha256(data).hexdigest(),
                                            "previous": previous})
     kept = {name, previous and previous["state"]}
+    remove_states_but(folder, kept)
+
+
+def remove_states_but(folder, kept):
+    """Delete every state file in `folder` whose name is not in `kept`."""
     for old in folder.iterdir():
         if STATE.fullmatch(old.name) and old.name not in kept:
             old.unlink()
@@ -109,9 +114,7 @@ def roll_back(folder, epoch):
     read_metadata(folder, epoch)  # whole, or the backup cannot be trusted
     metadata = {**json.loads((folder / METADATA).read_text())["previous"], "previous": None}
     outputs.write_json(folder / METADATA, metadata)
-    for old in folder.iterdir():
-        if STATE.fullmatch(old.name) and old.name != metadata["state"]:
-            old.unlink()
+    remove_states_but(folder, {metadata["state"]})
 
 
 def logged_epochs(log, folder, needed=None):
