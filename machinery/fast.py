@@ -111,12 +111,17 @@ def uint8_batches(images, labels, batch_size, shuffle=False):
         x = tf.cast(tf.gather(images, index), tf.float32) / 255
         return tf.expand_dims(x, -1), tf.cast(tf.gather(labels, index), tf.int32)
 
+    return without_autotuning(order.batch(batch_size)
+                              .map(load, num_parallel_calls=PARALLEL_CALLS)
+                              .prefetch(PREFETCH_BATCHES))
+
+
+def without_autotuning(dataset):
+    """`dataset` with tf.data's autotuning off: its thread is what a dropped iterator
+    waits for between epochs, for up to seconds (docs/speed.md). The same batches."""
     options = tf.data.Options()
     options.autotune.enabled = False
-    return (order.batch(batch_size)
-            .map(load, num_parallel_calls=PARALLEL_CALLS)
-            .prefetch(PREFETCH_BATCHES)
-            .with_options(options))
+    return dataset.with_options(options)
 
 
 def fit_inputs(x_train, y_train, batch_size, validation_split):

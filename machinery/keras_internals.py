@@ -8,6 +8,7 @@ the versions below (tests/test_keras_internals.py fails when either changes unde
 """
 import functools
 
+from machinery import fast
 from machinery.quiet import tf
 
 KERAS_CHECKED = "3.15.1"
@@ -30,9 +31,7 @@ def array_pipelines_without_autotuning():
 
     @functools.wraps(keras_pipeline)
     def get_tf_dataset(self):
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return keras_pipeline(self).with_options(options)
+        return fast.without_autotuning(keras_pipeline(self))
 
     get_tf_dataset.without_autotuning = True
     ArrayDataAdapter.get_tf_dataset = get_tf_dataset
