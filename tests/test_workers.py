@@ -145,7 +145,9 @@ def test_a_killed_worker_stops_the_other_in_one_line_and_both_resume_from_the_sa
 def test_sigterm_to_one_worker_stops_it_with_143_and_the_other_in_one_line(
         data_dir, tmp_path, ports):
     out = tmp_path / "run"
-    processes = start_workers(data_dir, out, 3, ports)
+    # Epochs of 200 images last a fraction of a second: with 3, the signal could land
+    # after the last one, and worker 0 finish alone. 30 keep it inside training.
+    processes = start_workers(data_dir, out, 30, ports)
     wait_until(lambda: all(backed_up_epoch(b) >= 1 for b in backups(out)), processes)
     processes[1].send_signal(signal.SIGTERM)  # a preemption
     ended = exit_times(processes)
