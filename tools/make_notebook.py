@@ -230,7 +230,7 @@ def cells():
          "layers.", lesson.definition("build_model")
          + "\n\n\nmodel = build_model(input_shape, no_classes)\nmodel.summary()"),
         ("compile", "**Compile**: Adam, sparse categorical cross-entropy, accuracy.",
-         lesson.definition("compile_model") + "\n\n\ncompile_model(model)"),
+         lesson.definition("compile_model") + "\n\n\nmodel = compile_model(model)"),
         ("fit", "**Train**: Keras holds out the last `validation_split` of the training "
          "images for validation.",
          "history = model.fit(x_train, y_train, batch_size=batch_size, epochs=no_epochs,\n"
@@ -247,11 +247,13 @@ def cells():
          "steps those lag.", BATCH_STATISTICS),
         ("without-batchnorm", "**Without BatchNormalization**: the same network minus its "
          "five BatchNormalization layers, on a short run.",
-         "plain = build_model(input_shape, no_classes, batchnorm=False)\ncompile_model(plain)\n"
+         "plain = compile_model(build_model(input_shape, no_classes, batchnorm=False))\n"
          "plain_history = plain.fit(x_train, y_train, batch_size=batch_size,\n"
          "                          epochs=short_run_epochs, verbose=verbosity,\n"
          "                          validation_split=validation_split)"),
-        ("comparison", "**Both, side by side**: validation accuracy and loss per epoch.",
+        ("comparison", "**Both, side by side**: validation accuracy and loss per epoch. "
+         "With BatchNormalization they come from its moving statistics, which lag on "
+         "short runs (above).",
          'plot_comparison([history, plain_history],\n'
          '                ["with BatchNormalization", "without BatchNormalization"])'),
     ]
@@ -260,10 +262,10 @@ def cells():
 INTRODUCTION = """\
 # Batch Normalization in Keras, trained on Kuzushiji-MNIST
 
-The lesson of `model_batchnorm.py` as a notebook: it runs alone, in Colab or Jupyter.
-Run all cells; the whole lesson (25 epochs on 60,000 images) takes minutes on a GPU and
-about 4 on a fast CPU. Written by `tools/make_notebook.py` from `model_batchnorm.py`:
-edit those, not this notebook."""
+The lesson of `model_batchnorm.py` as a notebook that runs alone, in Colab or Jupyter:
+run all cells for the lesson's full run (25 epochs on KMNIST's 60,000 training images),
+or set `limit` below for a quick try. Written by `tools/make_notebook.py` from
+`model_batchnorm.py` and `plot_history.py`: change those, not this notebook."""
 
 
 def notebook():
