@@ -3,12 +3,10 @@
     python tools/make_notebook.py            # write model_batchnorm.ipynb
     python tools/make_notebook.py --check    # exit 1 when the notebook differs from its source
 
-The notebook runs alone (Colab, a fresh Jupyter, no checkout beside it), so its cells
-hold code, never imports of this project. The lesson's configuration and its
-preprocess, build_model and compile_model are copied from model_batchnorm.py, the test
-line from its test(), the plotting helper from plot_history.py, each found by name in
-the file's text (nothing of them is imported or run); the cells around them are
-written here (docs/notebook.md). Needs nbformat.
+It runs alone (Colab, a fresh Jupyter), so its cells hold code, never imports of this
+project: the lesson's configuration, preprocess, build_model, compile_model and test line
+copied from model_batchnorm.py and the plotting helper from plot_history.py, each found
+by name in the file's text; the cells around them are written here (docs/notebook.md).
 """
 import argparse
 import ast
@@ -61,20 +59,20 @@ class Source:
             raise SystemExit(f"error: {self.name} sets no {', '.join(set(names) - found)}")
         return "\n".join(lines)
 
-    def call_in(self, function, callee, starting):
-        """The call to `callee` in `function` whose first argument starts with `starting`."""
+    def call_in(self, function, callee, containing):
+        """The call to `callee` in `function` whose first argument holds `containing`."""
         source = self.definition(function)
         for node in ast.walk(ast.parse(source)):
             if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == callee
-                    and node.args and ast.unparse(node.args[0]).startswith(starting)):
+                    and node.args and containing in ast.unparse(node.args[0])):
                 return ast.get_source_segment(source, node)
-        raise SystemExit(f"error: {self.name}'s {function} has no {callee}({starting}...)")
+        raise SystemExit(f"error: {self.name}'s {function} has no {callee}(...{containing}...)")
 
 
 def requirement(package, pattern):
     """requirements.txt's line for `package` matched against `pattern` (its groups)."""
-    text = REQUIREMENTS.read_text(encoding="utf-8")
-    found = re.search(rf"^{re.escape(package)}{pattern}\s*$", text, re.MULTILINE)
+    found = re.search(rf"^{re.escape(package)}{pattern}\s*$",
+                      REQUIREMENTS.read_text(encoding="utf-8"), re.MULTILINE)
     if not found:
         raise SystemExit(f"error: requirements.txt has no line {package}{pattern}")
     return found.groups()
@@ -103,18 +101,13 @@ import re
 import subprocess
 import sys
 
-
-def tensorflow_supported():
-    try:
-        installed = importlib.metadata.version("tensorflow")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    release = tuple(int(part) for part in re.findall(r"\\d+", installed)[:{len(low_tuple)}])
-    return {low_tuple} <= release < {high_tuple}
-
-
 missing = [] if importlib.util.find_spec("extra_keras_datasets") else ["{loader}"]
-if not tensorflow_supported():
+try:
+    installed = importlib.metadata.version("tensorflow")
+    release = tuple(int(part) for part in re.findall(r"\\d+", installed)[:{len(low_tuple)}])
+except importlib.metadata.PackageNotFoundError:
+    release = ()
+if not {low_tuple} <= release < {high_tuple}:
     missing.append("tensorflow>={low},<{high}")
 if missing:
     print("Installing", ", ".join(missing), "(restart the runtime if asked to)")
@@ -139,8 +132,7 @@ from matplotlib.figure import Figure
 
 
 def string_lines(text, indent):
-    """`text` as adjacent string literals of at most about 80 characters a line; an
-    f-string where a piece holds a {placeholder}."""
+    """`text` as string literals of about 80 characters a line (f-strings where needed)."""
     pieces = textwrap.wrap(text, 80 - indent, drop_whitespace=False, break_on_hyphens=False)
     return f"\n{' ' * indent}".join(f'{"f" if "{" in p else ""}"{p}"' for p in pieces)
 
@@ -208,11 +200,9 @@ axes.set(ylim=(0, 1), ylabel="validation accuracy", title="One model, two kinds 
 figure'''
 
 
-def cells():
-    """(id, markdown line, code) per step, in the lesson's order, then the notebook's own."""
-    lesson, plotter = Source(LESSON), Source(PLOTTER)
-    test_line = lesson.call_in("test", "print", "f'Test loss")
-    plotting = "\n\n\n".join(plotter.definition(name) for name in PLOT_DEFINITIONS)
+def lesson_cells(lesson):
+    """(id, markdown line, code) per step of the lesson, in its order."""
+    test_line = lesson.call_in("test", "print", "Test loss: ")
     return [
         ("settings", "**Settings.** The lesson's values; the test of this notebook overrides "
          "them. For a quick try set `limit = 2000` and `no_epochs = 3`.",
@@ -237,7 +227,13 @@ def cells():
          "                    verbose=verbosity, validation_split=validation_split)"),
         ("evaluate", "**Test** on the test images.",
          "test_loss, test_accuracy = (float(v) for v in model.evaluate(x_test, y_test, "
-         "verbose=0))\n" + test_line),
+         "verbose=0))\n" + test_line)]
+
+
+def own_cells(plotter):
+    """The history plotted with plot_history.py's functions, then the notebook's own."""
+    plotting = "\n\n\n".join(plotter.definition(name) for name in PLOT_DEFINITIONS)
+    return [
         ("plotting-helper", "The **plotting helper**: `plot_history.py`'s functions.",
          "import json\nfrom pathlib import Path\n\nimport numpy as np\n"
          "from matplotlib.figure import Figure\n\n\n" + plotting),
@@ -273,7 +269,7 @@ def notebook():
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}})
     nb.cells.append(new_markdown_cell(INTRODUCTION, id="introduction"))
-    for name, line, code in cells():
+    for name, line, code in lesson_cells(Source(LESSON)) + own_cells(Source(PLOTTER)):
         nb.cells.append(new_markdown_cell(line, id=f"{name}-text"))
         nb.cells.append(new_code_cell(code, id=name, metadata=(
             {"tags": ["parameters"]} if name == "settings" else {})))
@@ -285,16 +281,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when model_batchnorm.ipynb differs from its source")
-    args = parser.parse_args(argv)
-    text = notebook()
-    if args.check:
-        if not NOTEBOOK.is_file() or NOTEBOOK.read_text(encoding="utf-8") != text:
-            print(f"error: {NOTEBOOK.name} differs from its source: run "
-                  "python tools/make_notebook.py", file=sys.stderr)
-            return 1
-        return 0
-    NOTEBOOK.write_text(text, encoding="utf-8")
-    print(f"Wrote {NOTEBOOK.name}")
+    text, args = notebook(), parser.parse_args(argv)
+    if not args.check:
+        NOTEBOOK.write_text(text, encoding="utf-8")
+        print(f"Wrote {NOTEBOOK.name}")
+    elif not NOTEBOOK.is_file() or NOTEBOOK.read_text(encoding="utf-8") != text:
+        print(f"error: {NOTEBOOK.name} differs from its source: run python "
+              "tools/make_notebook.py", file=sys.stderr)
+        return 1
     return 0
 
 
