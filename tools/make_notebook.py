@@ -204,8 +204,8 @@ def lesson_cells(lesson):
     """(id, markdown line, code) per step of the lesson, in its order."""
     test_line = lesson.call_in("test", "print", "Test loss: ")
     return [
-        ("settings", "**Settings.** The lesson's values; the test of this notebook overrides "
-         "them. For a quick try set `limit = 2000` and `no_epochs = 3`.",
+        ("settings", "**Settings**: the lesson's values. For a quick try, set `limit = 2000` "
+         "and `no_epochs = 3`.",
          settings_cell(lesson)),
         ("install", "**Install** what Colab or your environment lacks, and nothing else.",
          install_cell()),
@@ -258,7 +258,8 @@ def own_cells(plotter):
 INTRODUCTION = """\
 # Batch Normalization in Keras, trained on Kuzushiji-MNIST
 
-The lesson of `model_batchnorm.py` as a notebook that runs alone, in Colab or Jupyter:
+MachineCurve's lesson [*How to use Batch Normalization with Keras?*](https://www.machinecurve.com/index.php/2020/01/15/how-to-use-batch-normalization-with-keras/)
+(2020), as `model_batchnorm.py` runs it, in a notebook that runs alone in Colab or Jupyter:
 run all cells for the lesson's full run (25 epochs on KMNIST's 60,000 training images),
 or set `limit` below for a quick try. Written by `tools/make_notebook.py` from
 `model_batchnorm.py` and `plot_history.py`: change those, not this notebook."""
