@@ -191,8 +191,9 @@ print(f"Validation accuracy: {moving:.4f} with the moving statistics (what infer
 print(("The moving averages lag" if batch - moving > 0.05 else "They agree")
       + f": {steps} steps at momentum {momentum} leave {momentum}^{steps} = "
       f"{momentum ** steps:.1%} of their starting values in them. Remedy for short runs and "
-      "small data: BatchNormalization(momentum=0.9) in build_model, or recompute them from "
-      "the training images after training (model_batchnorm.py --recompute-bn-stats).")
+      "small data: build_model(input_shape, no_classes, norm_layer=lambda: "
+      "layers.BatchNormalization(momentum=0.9)), or recompute them from the training images "
+      "after training (model_batchnorm.py --recompute-bn-stats).")
 figure = Figure(figsize=(5, 3.4), layout="constrained")
 axes = figure.subplots()
 axes.bar(["moving statistics\\n(inference)", "batch statistics\\n(training)"], [moving, batch])
