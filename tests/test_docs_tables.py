@@ -1,0 +1,158 @@
+"""The tables of docs/flags-and-outputs.md against the program: every flag --help shows
+is a row of the flag table, once, with the default --help states; every file a run
+writes is a row of the file table, once; every field of the run.json and the
+layer_inputs.json a run writes is named in its table, once. The expected sets come
+from the parser's help text and from the files of a real run, not from the docs."""
+import json
+import re
+import shutil
+
+import keras
+import pytest
+
+import model_batchnorm as mb
+from conftest import ROOT, cli
+from machinery import cli as flags
+from testdata import synthetic
+
+PAGE = (ROOT / "docs" / "flags-and-outputs.md").read_text()
+# Written only by a run of several worker processes (tests/test_workers.py makes one).
+MULTIWORKER_ONLY = {"workers/"}
+
+
+def section(title):
+    return PAGE.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(text):
+    """[(first cell, second cell, the rest)] of the markdown table rows in `text`."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        if line.startswith("| ") and len(cells) >= 2 and not set(cells[0]) <= set("-|"):
+            rows.append((cells[0], cells[1], " | ".join(cells[2:])))
+    return rows[1:]  # the header
+
+
+def help_entries(monkeypatch):
+    """{flag: its help text} as `--help` prints it, each entry on one line."""
+    monkeypatch.setenv("COLUMNS", "10000")
+    parser = flags.build_parser(dict(epochs=mb.no_epochs, batch_size=mb.batch_size,
+                                     validation_split=mb.validation_split))
+    entries, flag = {}, None
+    for line in parser.format_help().split("options:\n", 1)[1].splitlines():
+        match = re.match(r"  (?:-h, )?(--[a-z0-9-]+)\S*(?: \S+)*?(?:  +(.*))?$", line)
+        if match:
+            flag = match.group(1)
+            entries[flag] = match.group(2) or ""
+        elif flag and line.strip():
+            entries[flag] += " " + line.strip()
+    entries.pop("--help")
+    return entries
+
+
+def stated_default(help_text):
+    found = re.findall(r"\(default: (.*)\)$", help_text)
+    return found[0] if found else None
+
+
+def test_no_help_entry_states_its_default_twice_or_as_none(monkeypatch):
+    entries = help_entries(monkeypatch)
+    assert len(entries) >= 30
+    for flag, text in entries.items():
+        assert len(re.findall(r"default", text)) <= 1, (flag, text)
+        assert "(default: None)" not in text and "(default: False)" not in text, flag
+
+
+def test_every_flag_in_help_is_a_row_of_the_flag_table_once_with_its_default(monkeypatch):
+    entries = help_entries(monkeypatch)
+    rows = table_rows(section("Flags"))
+    named = [re.match(r"`(--[a-z0-9-]+)", first).group(1) for first, _, _ in rows]
+    assert sorted(named) == sorted(entries), "the table's flags are not --help's, once each"
+    for (first, default_cell, _), flag in zip(rows, named):
+        shown = default_cell.replace("`", "")
+        default = stated_default(entries[flag])
+        if default is None:  # an on/off flag: --help states no default
+            assert shown.startswith("off"), (flag, shown)
+        else:
+            assert shown == default, (flag, shown, default)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """A tiny run that writes every file a single run can: --fast, layer inputs,
+    TensorBoard logs; what is in its folder while its second epoch ends is kept too."""
+    data = tmp_path_factory.mktemp("tables-data")
+    synthetic.write(synthetic.folder_paths(data), synthetic.make_arrays(300, 100))
+    out = tmp_path_factory.mktemp("tables") / "run"
+    during = set()
+
+    class Look(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:  # a backup of epoch 1 exists, the run holds its lock
+                during.update(entry_names(out))
+
+    with pytest.MonkeyPatch.context() as patch:
+        real_train = mb.train
+        patch.setattr(mb, "train", lambda *args: real_train(*args[:-1], args[-1] + [Look()]))
+        assert cli(["--epochs", "2", "--limit", "300", "--batch-size", "100", "--verbose",
+                    "2", "--data-dir", str(data), "--output-dir", str(out), "--fast",
+                    "--track-layer-inputs", "--tensorboard"]) == 0
+    yield out, during
+    shutil.rmtree(out)
+
+
+def entry_names(folder):
+    return {p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()}
+
+
+def test_every_file_a_run_writes_is_a_row_of_the_file_table_once(full_run):
+    out, during = full_run
+    written = entry_names(out) | during
+    assert {"backup/", "run.lock", "layer_inputs.json", "logs/"} <= written
+    named = [re.fullmatch(r"`([^`]+)`", first).group(1)
+             for first, _, _ in table_rows(section("Output files"))]
+    assert len(named) == len(set(named)), "a file listed twice"
+    assert sorted(named) == sorted(written | MULTIWORKER_ONLY)
+
+
+def field_rows():
+    """{field named in the run.json table's first cells: its description}; a field
+    named twice fails."""
+    fields = {}
+    for first, description, _ in table_rows(section("run.json")):
+        for name in re.findall(r"`([^`]+)`", first):
+            assert name not in fields, f"{name} listed twice"
+            fields[name] = description
+    return fields
+
+
+def assert_keys_named_once(keys, description, where):
+    """Each key is named once in the description, and every snake_case name the
+    description quotes is a key."""
+    quoted = re.findall(r"`([a-z][a-z0-9_]*)`", description)
+    for key in keys:
+        assert quoted.count(key) == 1, (where, key)
+    assert set(quoted) - {"null"} <= set(keys), (where, set(quoted) - set(keys))
+
+
+def test_every_run_json_field_is_named_in_its_table_once(full_run):
+    run = json.loads((full_run[0] / "run.json").read_text())
+    fields = field_rows()
+    expected = {*run, *(f"config.{key}" for key in run["config"])}
+    assert sorted(fields) == sorted(expected)
+    nested = {name: value for name, value in [*run.items(), *(
+        (f"config.{k}", v) for k, v in run["config"].items())] if isinstance(value, dict)}
+    nested.pop("config")
+    assert {"config.fast", "batchnorm_diagnosis", "versions"} <= set(nested)
+    for name, value in nested.items():
+        assert_keys_named_once(value, fields[name], name)
+    per_layer = run["batchnorm_statistics"][0][0]  # per epoch, per layer
+    assert_keys_named_once(per_layer, fields["batchnorm_statistics"], "batchnorm_statistics")
+
+
+def test_every_layer_inputs_json_field_is_named_in_its_file_row_once(full_run):
+    fields = json.loads((full_run[0] / "layer_inputs.json").read_text())
+    [row] = [rest for first, rest, _ in table_rows(section("Output files"))
+             if first == "`layer_inputs.json`"]
+    assert_keys_named_once(fields, row, "layer_inputs.json")
