@@ -3,6 +3,7 @@ is a row of the flag table, once, with the default --help states; every file a r
 writes is a row of the file table, once; every field of the run.json and the
 layer_inputs.json a run writes is named in its table, once. The expected sets come
 from the parser's help text and from the files of a real run, not from the docs."""
+import ast
 import json
 import re
 import shutil
@@ -156,3 +157,145 @@ def test_every_layer_inputs_json_field_is_named_in_its_file_row_once(full_run):
     [row] = [rest for first, rest, _ in table_rows(section("Output files"))
              if first == "`layer_inputs.json`"]
     assert_keys_named_once(fields, row, "layer_inputs.json")
+
+
+# The error tables: every one-line message the training script can print is quoted in
+# exactly one row of the docs' error tables, and every row quotes one of them.
+ERROR_PAGE = "troubleshooting.md"
+# Calls that pass on a message made elsewhere (argparse's, a helper's, an exception's).
+WRAPPERS = {("cli.py", "OneLineParser.error"), ("data.py", "check_arrays")}
+# Functions whose returned strings are messages that a wrapper above passes on.
+PRODUCERS = {("data.py", "problem_with")}
+# One call, several rows: Ctrl-C's and SIGTERM's lines differ only in their first words.
+SEVERAL_ROWS = {("outputs.py", "interruption"): 2}
+# Rows quoting argparse's own words, which no call of the code holds.
+ARGPARSE_ROWS = ("invalid choice",)
+
+
+def module_constants(trees):
+    """{name: str} of every module-level string constant, for messages that use one."""
+    constants = {}
+    for tree in trees.values():
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                constants[node.targets[0].id] = node.value.value
+    return constants
+
+
+def segments(node, constants):
+    """The fixed parts of a message: its literal text, constants filled in, split where
+    a value is formatted in."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if not isinstance(node, ast.JoinedStr):
+        return []
+    parts = [""]
+    for value in node.values:
+        if isinstance(value, ast.Constant):
+            parts[-1] += value.value
+        elif (isinstance(value.value, ast.Name) and value.value.id in constants
+              and value.format_spec is None):
+            parts[-1] += constants[value.value.id]
+        else:
+            parts.append("")
+    return parts
+
+
+def enclosing_functions(tree):
+    """{id(node): 'Class.function' or 'function'} for every node inside a function."""
+    names = {}
+
+    def visit(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef):
+                visit(child, f"{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(child):
+                    names[id(inner)] = prefix + child.name
+                visit(child, prefix)
+            else:
+                visit(child, prefix)
+    visit(tree, "")
+    return names
+
+
+def is_message_call(node):
+    """ScriptError(...), UsageError(...), parser.error(...), ArgumentTypeError(...),
+    Interrupted/Terminated(...) via `error(...)`, or print(..., file=sys.stderr)."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+    if name == "print":
+        return any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr"
+                   for k in node.keywords)
+    return name in {"ScriptError", "UsageError", "ArgumentTypeError", "error",
+                    "Interrupted", "Terminated"}
+
+
+def code_messages():
+    """{(file, function, line): [fixed parts]} of every message the code can print."""
+    paths = [ROOT / "model_batchnorm.py", *sorted((ROOT / "machinery").glob("*.py"))]
+    trees = {path.name: ast.parse(path.read_text()) for path in paths}
+    constants = module_constants(trees)
+    messages = {}
+    for file, tree in trees.items():
+        functions = enclosing_functions(tree)
+        for node in ast.walk(tree):
+            where = (file, functions.get(id(node), ""))
+            if is_message_call(node):
+                parts = segments(node.args[0], constants)
+                if max(map(len, distinctive(parts)), default=0) >= 12 or \
+                        node.func.__dict__.get("id") != "print":
+                    messages[(*where, node.lineno)] = parts  # print(err) passes one on
+            elif (isinstance(node, ast.Return) and where in PRODUCERS
+                  and not isinstance(node.value, (ast.Constant, type(None)))):
+                messages[(*where, node.lineno)] = segments(node.value, constants)
+    return messages
+
+
+def error_rows():
+    """(page, the quoted text of the cells after the first) of every table row of the
+    docs that quotes an error line, and of every row of the troubleshooting table."""
+    rows = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for line in page.read_text().splitlines():
+            if line.startswith("| ") and ("`error: " in line or (
+                    page.name == ERROR_PAGE and re.search(r"\| \d+ \|", line))):
+                quoted = re.findall(r"`([^`]+)`", line.split(" | ", 1)[1])
+                rows.append((page.name, " / ".join(quoted)))
+    return rows
+
+
+def distinctive(parts):
+    """The fixed parts long enough to tell, without the punctuation that joins them
+    to the formatted values."""
+    stripped = (part.strip(" :;,.(") for part in parts)
+    return [part for part in stripped if len(part) >= 4]
+
+
+def matching_rows(parts, rows):
+    return [row for row in rows if all(part in row[1] for part in distinctive(parts))]
+
+
+def test_every_message_of_the_code_is_quoted_in_one_error_row():
+    messages = code_messages()
+    assert len(messages) >= 60
+    assert WRAPPERS <= {where[:2] for where in messages}
+    rows = error_rows()
+    wrong = [(where, distinctive(parts), [row[:60] for _, row in found])
+             for where, parts in messages.items() if where[:2] not in WRAPPERS
+             for found in [matching_rows(parts, rows)]
+             if len(found) != SEVERAL_ROWS.get(where[:2], 1)]
+    assert wrong == [], "\n".join(map(str, wrong))
+
+
+def test_every_error_row_quotes_a_message_of_the_code():
+    messages = [parts for where, parts in code_messages().items()
+                if where[:2] not in WRAPPERS]
+    unquoted = [(page, row[:100]) for page, row in error_rows()
+                if not any(words in row for words in ARGPARSE_ROWS)
+                and not any(matching_rows(parts, [(page, row)]) for parts in messages)]
+    assert unquoted == [], "\n".join(map(str, unquoted))

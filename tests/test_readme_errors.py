@@ -400,9 +400,10 @@ CHECKED_IN_TEST_PREDICT = "`--predict` "
 
 
 def rows_named_in_tests():
-    """The first argument of every readme_row(...) and check_row(capsys, ...) call in
-    the tests' source: the rows some test compares with what the program prints."""
-    calls = re.compile(r'(?:readme_row\(|check_row\(capsys,\s*)"([^"]+)"')
+    """The first argument of every readme_row(...), check_row(capsys, ...) and
+    tests/test_error_rows.py's check_raised(...) and own_row(capsys, ...) call in the
+    tests' source: the rows some test compares with what the program prints."""
+    calls = re.compile(r'(?:readme_row\(|check_raised\(|(?:check|own)_row\(capsys,\s*)"([^"]+)"')
     return {name for path in (ROOT / "tests").glob("test_*.py")
             for name in calls.findall(path.read_text())}
 
