@@ -12,7 +12,8 @@ once), and the chosen tests run in the copy with `-x -q -p no:cacheprovider`.
 A bug is *caught* if they fail and *survived* if they pass. Before that, the
 chosen tests run once on an unchanged copy and must pass (--no-baseline skips
 this). Exit code 0 only if every bug is caught. Not part of the regular suite
-or of CI: it takes several minutes.
+or of CI: a whole run takes far longer than the suite (measured runs:
+bench/records/2026-11-29-suite-and-mutation-check.md).
 """
 import argparse
 import shutil
@@ -40,7 +41,7 @@ class Bug:
 
 
 BUGS = [
-    # --- nine bugs the suite once missed ---
+    # --- seeds, --limit, --compare's seed and table, --fast's shuffle and layer, plot folder ---
     Bug("resume-ignores-limit",
         "a backup made with another --limit is refused",
         "machinery/resume.py",
@@ -751,7 +752,7 @@ BUGS = [
         "tests/conftest.py",
         "        if not lost_a_port or attempt == attempts - 1:", "        if True:",
         ("tests/test_isolation.py::test_workers_that_lose_a_port_before_binding_it_are_started_again_on_new_ones",)),
-    # --- tests that could not fail ---
+    # --- header-only .npz checks, --help, the lock, the manifest, atomic writes, tables ---
     Bug("check-npz-loads-the-arrays",
         "the .npz checks read only the headers",
         "machinery/npz.py",
@@ -761,7 +762,8 @@ BUGS = [
     Bug("help-hides-a-flag",
         "--help shows every flag",
         "machinery/cli.py",
-        'help="with --distribute mirrored and no GPU: split the CPU into this many devices")',
+        'help="with --distribute mirrored and no GPU: split the CPU into this many devices "\n'
+        '             "(default: %(default)s)")',
         "help=argparse.SUPPRESS)",
         ("tests/test_cli.py::test_help_documents_every_flag",)),
     Bug("lock-file-renamed",
@@ -880,7 +882,7 @@ BUGS = [
         "        if pictures:\n            write_atomically(out / TRAINING_HISTORY_PNG,",
         "        if False:\n            write_atomically(out / TRAINING_HISTORY_PNG,",
         ("tests/test_readme_errors.py::test_sigterm_during_training",)),
-    # --- what a run writes and flags that had no bug ---
+    # --- run.json, pictures, --no-batchnorm, --overwrite, --dry-run, --redownload, K49, ... ---
     Bug("run-json-never-deterministic",
         "run.json records the determinism flag",
         "machinery/outputs.py",
@@ -962,7 +964,7 @@ BUGS = [
         "    except Exception as err:\n        print(f\"error: {err}\", file=sys.stderr)\n"
         "        return 1\n    except KeyboardInterrupt as err:\n        what, code",
         ("tests/test_promises.py::test_a_genuine_bug_still_shows_its_traceback",)),
-    # --- the last promises ---
+    # --- TensorBoard, Keras' data sets offline, --compare's backups, the statistics' remedies ---
     Bug("tensorboard-without-histograms",
         "--tensorboard writes weight histograms, BatchNormalization's moving statistics included",
         "machinery/outputs.py",
