@@ -1,8 +1,11 @@
-"""The tables of docs/flags-and-outputs.md against the program: every flag --help shows
-is a row of the flag table, once, with the default --help states; every file a run
-writes is a row of the file table, once; every field of the run.json and the
-layer_inputs.json a run writes is named in its table, once. The expected sets come
-from the parser's help text and from the files of a real run, not from the docs."""
+"""The docs' tables against the program: every flag --help shows is a row of
+docs/flags-and-outputs.md's flag table, once, with the default --help states; every file
+a run writes is a row of its file table, once; every field of the run.json and the
+layer_inputs.json a run writes is named in its table, once; every message the code can
+print is quoted in one row of the docs' error tables (docs/troubleshooting.md's above
+all), and every row quotes one. The expected sets come from the parser's help text, the
+files of a real run and the code's source, not from the docs. Last, the dated records
+beside the benchmark are indexed, and docs/speed.md stays a short page that links them."""
 import ast
 import json
 import re
@@ -299,3 +302,27 @@ def test_every_error_row_quotes_a_message_of_the_code():
                 if not any(words in row for words in ARGPARSE_ROWS)
                 and not any(matching_rows(parts, [(page, row)]) for parts in messages)]
     assert unquoted == [], "\n".join(map(str, unquoted))
+
+
+# The user's speed page and the dated records beside the benchmark.
+RECORDS = ROOT / "bench" / "records"
+
+
+def test_every_record_is_listed_once_in_the_records_index():
+    index = (RECORDS / "README.md").read_text()
+    listed = re.findall(r"^\| \[([^]]+)\]\(([^)]+)\) \|", index, re.M)
+    assert all(name == target for name, target in listed)
+    records = sorted(p.name for p in RECORDS.glob("*.md") if p.name != "README.md")
+    assert len(records) >= 3
+    assert sorted(name for name, _ in listed) == records
+    for record in records:  # dated: YYYY-MM-DD-what.md
+        assert re.fullmatch(r"20\d\d-\d\d-\d\d-[a-z0-9-]+\.md", record), record
+
+
+def test_the_speed_page_is_short_and_takes_its_figures_from_a_record():
+    page = (ROOT / "docs" / "speed.md").read_text()
+    assert len(page.splitlines()) <= 150
+    linked = set(re.findall(r"\]\(\.\./bench/records/([^)#]+)", page))
+    assert "README.md" in linked and linked - {"README.md"}
+    for name in linked:
+        assert (RECORDS / name).is_file(), name
