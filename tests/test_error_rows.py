@@ -164,7 +164,7 @@ def slurm_step(monkeypatch, **variables):
 
 def test_a_slurm_job_step_that_lacks_its_variables(monkeypatch):
     slurm_step(monkeypatch)
-    check_raised("`--distribute multiworker` in a Slurm job step that lacks",
+    check_raised("a Slurm job step that lacks its variables",
                  raised_line(distribute.cluster_resolver, 8888))
 
 
@@ -173,7 +173,7 @@ def test_a_slurm_job_with_gpus_and_several_tasks_per_node(monkeypatch):
     real = distribute.tf.config.list_physical_devices
     monkeypatch.setattr(distribute.tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
-    check_raised("`--distribute multiworker` in a Slurm job with GPUs",
+    check_raised("a Slurm job with GPUs",
                  raised_line(distribute.cluster_resolver, 8888))
 
 
