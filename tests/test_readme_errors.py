@@ -59,7 +59,7 @@ def readme_fixes():
     prose = " ".join(readme_section().split())
     match = re.search(r'`<fix>` is "([^"]+)" for a file in the Keras cache, and "([^"]+)" '
                       r"for one in `--data-dir`", prose)
-    assert match, "docs/troubleshooting.md no longer defines <fix>"
+    assert match, "docs/troubleshooting.md does not define <fix>"
     return {"cache": match.group(1), "data_dir": match.group(2)}
 
 
