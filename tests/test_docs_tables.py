@@ -250,9 +250,10 @@ def code_messages():
             where = (file, functions.get(id(node), ""))
             if is_message_call(node):
                 parts = segments(node.args[0], constants)
-                if max(map(len, distinctive(parts)), default=0) >= 12 or \
-                        node.func.__dict__.get("id") != "print":
-                    messages[(*where, node.lineno)] = parts  # print(err) passes one on
+                passes_one_on = getattr(node.func, "id", None) == "print" and max(
+                    map(len, distinctive(parts)), default=0) < 12  # print(err)
+                if not passes_one_on:
+                    messages[(*where, node.lineno)] = parts
             elif (isinstance(node, ast.Return) and where in PRODUCERS
                   and not isinstance(node.value, (ast.Constant, type(None)))):
                 messages[(*where, node.lineno)] = segments(node.value, constants)
