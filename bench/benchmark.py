@@ -12,7 +12,7 @@ with op determinism on. While a variant runs, its CPU time and run-queue wait ar
 sampled from /proc every 0.1 s (bench/cpu_sampler.py): a stretch of a second or
 more under a tenth of a core, not spent waiting for one, is a stall. Prints the
 machine and its load, the measured peak FLOP/s, a table of medians, every
-repeat, every epoch's wall and CPU seconds, and the targets of docs/speed.md,
+repeat, every epoch's wall and CPU seconds, and its targets (bench/records/ holds runs),
 judged in every repeat (bench/report.py).
 
 Variants: `lesson` (bench/lesson_script.py, the lesson's steps alone), `default`

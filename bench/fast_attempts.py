@@ -17,7 +17,7 @@ every round, and every epoch after the first prints its wall and CPU seconds. Th
                    convolution of the padded gradient with the flipped kernel
   steps-64         64 steps per call instead of 16 (a whole epoch per call)
 
-What they gave is in docs/speed.md ("Attempts, each measured").
+What they gave is in bench/records/2026-11-29-speed.md ("Attempts, each measured").
 """
 import argparse
 import os

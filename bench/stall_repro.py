@@ -15,7 +15,7 @@ ptrace must be allowed).
     python bench/stall_repro.py --input arrays-no-autotune   # arrays, Keras' pipeline
                                    # without autotuning (machinery/keras_internals.py)
 
-What it showed is in docs/speed.md ("The stall between epochs").
+What it showed is in bench/records/2026-11-29-speed.md ("The stall between epochs").
 """
 import argparse
 import os

@@ -1,5 +1,5 @@
 """model_batchnorm.py with TensorFlow's thread pools set, for bench/benchmark.py's
-thread variants (docs/speed.md, "Thread settings"): a setting moves into the
+thread variants (bench/records/2026-11-29-speed.md, "Thread settings"): a setting moves into the
 product only where the benchmark shows a gain.
 
     python bench/threads.py --inter 1 [--intra N] [--tf-data-threads N] -- --fast ...

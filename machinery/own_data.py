@@ -16,10 +16,8 @@ ADVICE = "see docs/data.md, 'Your own data'"
 
 
 def load(data_dir):
-    """(sources, arrays) from the own-data folder; nothing is ever unpickled."""
-    if data_dir is None:
-        raise ScriptError("--dataset own needs --data-dir FOLDER holding "
-                          f"{OWN_DATA_FILE}: {ADVICE}")
+    """(sources, arrays) from the own-data folder (machinery/cli.py refuses --dataset own
+    without --data-dir); nothing is ever unpickled."""
     path = Path(data_dir) / OWN_DATA_FILE
     if not path.is_file():
         raise ScriptError(f"--data-dir {data_dir} lacks {OWN_DATA_FILE}: {ADVICE}")

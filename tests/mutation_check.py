@@ -12,7 +12,8 @@ once), and the chosen tests run in the copy with `-x -q -p no:cacheprovider`.
 A bug is *caught* if they fail and *survived* if they pass. Before that, the
 chosen tests run once on an unchanged copy and must pass (--no-baseline skips
 this). Exit code 0 only if every bug is caught. Not part of the regular suite
-or of CI: it takes several minutes.
+or of CI: a whole run takes far longer than the suite (measured runs:
+bench/records/2026-11-29-suite-and-mutation-check.md).
 """
 import argparse
 import shutil
@@ -40,7 +41,7 @@ class Bug:
 
 
 BUGS = [
-    # --- nine bugs the suite once missed ---
+    # --- seeds, --limit, --compare's seed and table, --fast's shuffle and layer, plot folder ---
     Bug("resume-ignores-limit",
         "a backup made with another --limit is refused",
         "machinery/resume.py",
@@ -394,7 +395,7 @@ BUGS = [
         "machinery/outputs.py",
         '        "versions": versions(),\n',
         '        "versions": versions(), "undocumented_seconds": 0.0,\n',
-        ("tests/test_cli.py::test_docs_name_every_run_json_field",)),
+        ("tests/test_docs_tables.py::test_every_run_json_field_is_named_in_its_table_once",)),
     # --- layer inputs and learning rates ---
     Bug("layer-inputs-move-moving-stats",
         "--track-layer-inputs leaves training exactly as it was: the moving statistics "
@@ -437,12 +438,12 @@ BUGS = [
         "args.track_batch_stats = True",
         ("tests/test_learning_rates.py::test_every_pair_trains_in_its_own_folder_at_its_rate_from_the_same_seed",)),
     Bug("layer-inputs-always-on",
-        "without the new flags a run prints and writes what it did before",
+        "without the study flags a run prints and writes what the lesson's run does",
         "machinery/cli.py",
         "args.track_layer_inputs = args.track_layer_inputs or args.layer_inputs_of is not None",
         "args.track_layer_inputs = True",
         ("tests/test_learning_rates.py::test_the_faithful_run_trains_with_adams_0_001",
-         "tests/test_learning_rates.py::test_without_the_new_flags_a_run_prints_what_it_printed_before")),
+         "tests/test_learning_rates.py::test_without_the_study_flags_a_run_prints_only_the_lessons_lines")),
     Bug("learning-rate-ignored",
         "--learning-rate sets Adam's learning rate",
         "model_batchnorm.py",
@@ -751,7 +752,7 @@ BUGS = [
         "tests/conftest.py",
         "        if not lost_a_port or attempt == attempts - 1:", "        if True:",
         ("tests/test_isolation.py::test_workers_that_lose_a_port_before_binding_it_are_started_again_on_new_ones",)),
-    # --- tests that could not fail ---
+    # --- header-only .npz checks, --help, the lock, the manifest, atomic writes, tables ---
     Bug("check-npz-loads-the-arrays",
         "the .npz checks read only the headers",
         "machinery/npz.py",
@@ -761,7 +762,8 @@ BUGS = [
     Bug("help-hides-a-flag",
         "--help shows every flag",
         "machinery/cli.py",
-        'help="with --distribute mirrored and no GPU: split the CPU into this many devices")',
+        'help="with --distribute mirrored and no GPU: split the CPU into this many devices "\n'
+        '             "(default: %(default)s)")',
         "help=argparse.SUPPRESS)",
         ("tests/test_cli.py::test_help_documents_every_flag",)),
     Bug("lock-file-renamed",
@@ -880,7 +882,7 @@ BUGS = [
         "        if pictures:\n            write_atomically(out / TRAINING_HISTORY_PNG,",
         "        if False:\n            write_atomically(out / TRAINING_HISTORY_PNG,",
         ("tests/test_readme_errors.py::test_sigterm_during_training",)),
-    # --- what a run writes and flags that had no bug ---
+    # --- run.json, pictures, --no-batchnorm, --overwrite, --dry-run, --redownload, K49, ... ---
     Bug("run-json-never-deterministic",
         "run.json records the determinism flag",
         "machinery/outputs.py",
@@ -962,7 +964,7 @@ BUGS = [
         "    except Exception as err:\n        print(f\"error: {err}\", file=sys.stderr)\n"
         "        return 1\n    except KeyboardInterrupt as err:\n        what, code",
         ("tests/test_promises.py::test_a_genuine_bug_still_shows_its_traceback",)),
-    # --- the last promises ---
+    # --- TensorBoard, Keras' data sets offline, --compare's backups, the statistics' remedies ---
     Bug("tensorboard-without-histograms",
         "--tensorboard writes weight histograms, BatchNormalization's moving statistics included",
         "machinery/outputs.py",
@@ -1098,6 +1100,107 @@ BUGS = [
         "model_batchnorm.ipynb",
         "logging.disable(logging.INFO)", "logging.disable(logging.NOTSET)",
         ("tests/test_notebook.py::test_notebook_prints_no_warning",)),
+    # --- the docs' tables of flags, files, run.json fields and errors; the dated records ---
+    Bug("flag-row-dropped",
+        "every flag of --help is a row of the flag table",
+        "docs/flags-and-outputs.md",
+        "| `--no-plot` | off | write no pictures |\n", "",
+        ("tests/test_docs_tables.py::test_every_flag_in_help_is_a_row_of_the_flag_table_once_with_its_default",)),
+    Bug("flag-row-twice",
+        "every flag of --help is a row of the flag table, once",
+        "docs/flags-and-outputs.md",
+        "| `--no-plot` | off | write no pictures |\n",
+        "| `--no-plot` | off | write no pictures |\n| `--no-plot` | off | no pictures |\n",
+        ("tests/test_docs_tables.py::test_every_flag_in_help_is_a_row_of_the_flag_table_once_with_its_default",)),
+    Bug("flag-table-default-wrong",
+        "the flag table gives the default --help states",
+        "docs/flags-and-outputs.md",
+        "| `--cpu-devices N` | 2 |", "| `--cpu-devices N` | 4 |",
+        ("tests/test_docs_tables.py::test_every_flag_in_help_is_a_row_of_the_flag_table_once_with_its_default",)),
+    Bug("help-adds-none-defaults",
+        "--help states each default once, never '(default: None)'",
+        "machinery/cli.py",
+        "    parser = OneLineParser(\n",
+        "    parser = OneLineParser(\n        formatter_class=argparse.ArgumentDefaultsHelpFormatter,\n",
+        ("tests/test_docs_tables.py::test_no_help_entry_states_its_default_twice_or_as_none",)),
+    Bug("file-row-twice",
+        "every file a run writes is a row of the file table, once",
+        "docs/flags-and-outputs.md",
+        "| `model.keras` | the trained model;",
+        "| `model.keras` | the model |\n| `model.keras` | the trained model;",
+        ("tests/test_docs_tables.py::test_every_file_a_run_writes_is_a_row_of_the_file_table_once",)),
+    Bug("file-row-dropped",
+        "every file a run writes is a row of the file table",
+        "docs/flags-and-outputs.md",
+        "| `model.keras` | the trained model;", "| `the model` | the trained model;",
+        ("tests/test_docs_tables.py::test_every_file_a_run_writes_is_a_row_of_the_file_table_once",)),
+    Bug("run-json-field-dropped",
+        "every run.json field is named in its table",
+        "docs/flags-and-outputs.md",
+        "| `evaluation_seconds` | wall time", "| evaluation seconds | wall time",
+        ("tests/test_docs_tables.py::test_every_run_json_field_is_named_in_its_table_once",)),
+    Bug("run-json-field-twice",
+        "every run.json field is named in its table, once",
+        "docs/flags-and-outputs.md",
+        "| `versions` | `python`,", "| `config.seed` | again |\n| `versions` | `python`,",
+        ("tests/test_docs_tables.py::test_every_run_json_field_is_named_in_its_table_once",)),
+    Bug("config-fast-names-a-field-it-lacks",
+        "config.fast's row names the fields the code records",
+        "docs/flags-and-outputs.md",
+        "`xla`, `tf_data_autotune` (tf.data's", "`xla`, `mixed_precision` (tf.data's",
+        ("tests/test_docs_tables.py::test_every_run_json_field_is_named_in_its_table_once",)),
+    Bug("layer-inputs-budget-undocumented",
+        "every layer_inputs.json field is named in its row",
+        "docs/flags-and-outputs.md",
+        "`budget` (the largest share", "budget (the largest share",
+        ("tests/test_docs_tables.py::test_every_layer_inputs_json_field_is_named_in_its_file_row_once",)),
+    Bug("error-row-dropped",
+        "every message the code prints is a row of an error table",
+        "docs/troubleshooting.md",
+        "| a `TF_CONFIG` that is not JSON | `error: TF_CONFIG is not valid JSON (Expecting value: line 1 column 1 (char 0)): see docs/distributed.md` | 1 | nothing was written |\n",
+        "",
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_error_row",)),
+    Bug("error-row-twice",
+        "every message the code prints is in one error row, not two",
+        "docs/troubleshooting.md",
+        "| a `TF_CONFIG` that is not JSON | `error: TF_CONFIG is not valid JSON (Expecting value: line 1 column 1 (char 0)): see docs/distributed.md` | 1 | nothing was written |\n",
+        "| a `TF_CONFIG` that is not JSON | `error: TF_CONFIG is not valid JSON (Expecting value: line 1 column 1 (char 0)): see docs/distributed.md` | 1 | nothing was written |\n"
+        "| an empty `TF_CONFIG` | `error: TF_CONFIG is not valid JSON (...): see docs/distributed.md` | 1 | nothing was written |\n",
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_error_row",)),
+    Bug("error-message-without-row",
+        "a message the code gains is caught until its row is written",
+        "machinery/distribute.py",
+        'raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see docs/distributed.md")',
+        'raise ScriptError(f"TF_CONFIG cannot be parsed ({err}): see docs/distributed.md")',
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_error_row",)),
+    Bug("error-row-of-no-message",
+        "every error row quotes a message the code prints",
+        "docs/troubleshooting.md",
+        "| a `TF_CONFIG` that is not JSON |",
+        "| `--gpu` | `error: --gpu is not a flag of this script` | 2 | nothing was written |\n"
+        "| a `TF_CONFIG` that is not JSON |",
+        ("tests/test_docs_tables.py::test_every_error_row_quotes_a_message_of_the_code",)),
+    Bug("record-left-out-of-the-index",
+        "every dated record is listed in bench/records/README.md",
+        "bench/records/README.md",
+        "| [2026-11-29-full-runs.md](2026-11-29-full-runs.md) |", "| 2026-11-29-full-runs.md |",
+        ("tests/test_docs_tables.py::test_every_record_is_listed_once_in_the_records_index",)),
+    Bug("speed-page-links-a-missing-record",
+        "docs/speed.md links the dated records it takes its figures from",
+        "docs/speed.md",
+        "(../bench/records/2026-11-29-full-runs.md)", "(../bench/records/2026-11-29-full-run.md)",
+        ("tests/test_docs_tables.py::test_the_speed_page_is_short_and_takes_its_figures_from_a_record",)),
+    Bug("own-data-gap-row-of-another-line",
+        "each error row shows the line the program prints for that fault",
+        "docs/troubleshooting.md",
+        "labels run from 0 to 3 but no training image has label 2",
+        "labels run from 0 to 3 but no training image has label 1",
+        ("tests/test_error_rows.py::test_own_data_with_a_gap_in_its_labels",)),
+    Bug("link-to-a-missing-heading",
+        "every relative link of the README, docs and records resolves, anchors included",
+        "docs/flags-and-outputs.md",
+        "([the stall](speed.md#the-stall-between-epochs))", "([the stall](speed.md#stall))",
+        ("tests/test_docs_tables.py::test_every_relative_link_of_the_docs_and_records_resolves",)),
 ]
 
 

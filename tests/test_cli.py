@@ -54,23 +54,6 @@ def test_run_json_records_configuration_results_and_versions(short_run):
     assert run["versions"]["keras"].startswith("3.")
 
 
-def run_json_fields(run):
-    """Every field of run.json as docs/flags-and-outputs.md names it: `name`, and
-    `config.name` for the configuration's; the diagnosis's and versions' own keys."""
-    fields = set(run) | {f"config.{key}" for key in run["config"]}
-    return fields | set(run["batchnorm_diagnosis"]) | set(run["versions"])
-
-
-def test_docs_name_every_run_json_field(short_run):
-    from conftest import ROOT
-    section = (ROOT / "docs" / "flags-and-outputs.md").read_text().split("\n## run.json\n")[1]
-    section = section.split("\n## ")[0]
-    run = json.loads((short_run[0] / "run.json").read_text())
-    assert len(run_json_fields(run)) > 40
-    undocumented = sorted(f for f in run_json_fields(run) if f"`{f}`" not in section)
-    assert undocumented == []
-
-
 def test_short_run_learns_the_training_set(short_run):
     # What two epochs guarantee: training accuracy rises and training loss falls.
     # Validation accuracy is not asserted: BatchNormalization's moving statistics
@@ -145,7 +128,7 @@ def test_help_documents_every_flag():
                 if option.startswith("--")}
     table = (ROOT / "docs" / "flags-and-outputs.md").read_text().split("## Output files")[0]
     documented = set(re.findall(r"^\| `(--[a-z0-9-]+)", table, re.M))
-    assert len(documented) >= 23  # the 23 flags of the table when this test was written
+    assert len(documented) >= 23  # a floor: a table cut short fails here
     assert accepted - shown == set() and documented - shown == set()
     assert "default: 250" in done.stdout and "default: 25)" in done.stdout
 

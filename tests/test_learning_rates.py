@@ -128,9 +128,10 @@ def test_the_faithful_run_trains_with_adams_0_001():
     assert not args.track_layer_inputs
 
 
-def test_without_the_new_flags_a_run_prints_what_it_printed_before(data, tmp_path):
-    """The lines a run without flags prints, in their form before --learning-rate and
-    --track-layer-inputs existed (docs/flags-and-outputs.md): nothing new."""
+def test_without_the_study_flags_a_run_prints_only_the_lessons_lines(data, tmp_path):
+    """The lines a run without flags prints: the lesson's epochs and test line, the notes
+    and the files written; nothing of --learning-rate or --track-layer-inputs
+    (docs/flags-and-outputs.md)."""
     out = tmp_path / "out"
     done = run_script("--epochs", "2", "--limit", "500", "--data-dir", data,
                       "--output-dir", out)

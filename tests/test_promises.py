@@ -1,4 +1,4 @@
-"""Promises that had no test, or a weak one: a backup checked byte for byte
+"""Promises tested against outside values: a backup checked byte for byte
 and step for step and resumed from its own weights, Keras' own MNIST hash, a read-only
 folder or a missing permission, a genuine bug's traceback, run.json's record of the
 data, the determinism and momentum^steps, and --no-batchnorm's model and pictures.

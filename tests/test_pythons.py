@@ -52,7 +52,8 @@ def test_a_smoke_run_writes_its_files_and_pictures_and_the_plot_command_draws(da
     history = json.loads((out / "history.json").read_text())
     assert sorted(history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
     assert all(len(values) == 2 for values in history.values())
-    for picture in ("training_history.png", "predictions.png", "confusion_matrix.png"):
+    for picture in ("training_history.png", "predictions.png", "confusion_matrix.png",
+                    "batchnorm_statistics.png"):
         assert (out / picture).read_bytes()[:8] == PNG_SIGNATURE, picture
     drawn = run_script(out / "history.json", "-o", tmp_path / "curves.png",
                        script="plot_history.py")
