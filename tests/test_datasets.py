@@ -112,7 +112,8 @@ OWN_DATA_COMMANDS = re.search(r"## Your own data.*?```sh\n(.*?)```", DATA_DOCS, 
 
 
 def make_png_tree(root):
-    """images/<class>/*.png of several sizes and colour modes, as a user might have."""
+    """images/<class>/*.png of several sizes and colour modes, as a user might have;
+    half of each class (i % 4 of 2 or 3) dark on light."""
     from PIL import Image
     rng = np.random.default_rng(0)
     patterns = synthetic.class_patterns(3)
@@ -121,6 +122,7 @@ def make_png_tree(root):
         for i in range(40):
             pixels = np.clip(np.roll(patterns[label], i % 3) + rng.normal(0, 30, (28, 28)),
                              0, 255).astype(np.uint8)
+            pixels = 255 - pixels if i % 4 >= 2 else pixels
             image = Image.fromarray(pixels).resize((32 + i % 5, 32 + i % 5))
             (image.convert("RGB") if i % 2 else image).save(root / name / f"{i}.png")
 
@@ -143,7 +145,9 @@ def test_docs_converter_command_makes_a_folder_that_trains(tmp_path):
     made = subprocess.run(convert, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert made.stdout == ("Wrote mydata/data.npz: 3 classes (cat, dog, owl), 96 training and "
-                           "24 test images; their names in mydata/class_names.txt.\n")
+                           "24 test images, light on dark (60 inverted); their names in "
+                           "mydata/class_names.txt, their preparation in "
+                           "mydata/preparation.json.\n")
     with np.load(tmp_path / "mydata" / "data.npz") as data:
         assert data["x_train"].shape == (96, 28, 28) and data["x_train"].dtype == np.uint8
         assert data["x_test"].shape == (24, 28, 28)
@@ -160,6 +164,10 @@ def test_docs_converter_command_makes_a_folder_that_trains(tmp_path):
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["config"]["classes"] == 3
     assert [name for name, _ in run["config"]["class_names"]] == ["cat", "dog", "owl"]
+    # The preparation the converter recorded beside data.npz, in run.json for --predict.
+    recorded = json.loads((tmp_path / "mydata" / "preparation.json").read_text())
+    assert recorded["polarity"].startswith("light on dark")
+    assert run["config"]["image_preparation"] == recorded
     assert (run["train_images"], run["validation_images"], run["test_images"]) == (76, 20, 24)
 
 
