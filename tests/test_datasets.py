@@ -229,6 +229,36 @@ def test_class_names_file_must_name_every_class(tmp_path, capsys):
     assert "names 3 classes but the labels have 4" in line
 
 
+def test_an_unreadable_preparation_json_is_one_line(tmp_path, capsys):
+    folder = own_folder(tmp_path / "own")
+    (folder / "preparation.json").write_text('{"grayscale": ')  # cut short
+    assert cli(["--dataset", "own", "--data-dir", str(folder), "--dry-run",
+                "--output-dir", str(tmp_path / "out")]) == 1
+    line, = error_lines(capsys.readouterr().err)
+    assert line == (f"error: {folder / 'preparation.json'} cannot be read (JSONDecodeError): "
+                    "make the folder again with tools/images_to_npz.py, or delete "
+                    "preparation.json (see docs/data.md, 'Your own data')")
+
+
+def test_dark_on_light_own_data_without_a_record_gets_a_note(tmp_path, capsys):
+    # 200 of 300 training images dark ink on a light page, data.npz not made by the
+    # converter: --predict would make new images light on dark, unlike these.
+    images = np.zeros((300, 28, 28), np.uint8)
+    images[:, 8:20, 10:18] = 200
+    images[:200] = 255 - images[:200]
+    folder = own_folder(tmp_path / "own", x_train=images)
+    assert cli(["--dataset", "own", "--data-dir", str(folder), "--dry-run",
+                "--output-dir", str(tmp_path / "out")]) == 0
+    assert ("Note: 200 of the 300 training images are dark on light, but --predict makes "
+            "every image light on dark, as KMNIST and MNIST store theirs: make data.npz with "
+            "tools/images_to_npz.py, or invert the images (255 - x) (see docs/data.md, "
+            "'Your own data').") in capsys.readouterr().out.splitlines()
+    light = own_folder(tmp_path / "light", x_train=255 - images)  # 100 of 300: no note
+    assert cli(["--dataset", "own", "--data-dir", str(light), "--dry-run",
+                "--output-dir", str(tmp_path / "out2")]) == 0
+    assert "are dark on light" not in capsys.readouterr().out
+
+
 def test_own_without_data_dir_is_a_usage_error(capsys):
     assert cli(["--dataset", "own"]) == 2
     line, = error_lines(capsys.readouterr().err)
