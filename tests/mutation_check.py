@@ -1137,6 +1137,11 @@ BUGS = [
         "    except (OSError, ValueError) as err:\n        raise ScriptError(f\"{path} cannot be read (",
         "    except OSError as err:\n        raise ScriptError(f\"{path} cannot be read (",
         ("tests/test_datasets.py::test_an_unreadable_preparation_json_is_one_line",)),
+    Bug("predict-trusts-any-preparation",
+        "--predict: a run.json recording another preparation than its own gets the note",
+        "machinery/predict.py",
+        "    if recorded == preparation.PREPARATION:", "    if recorded:",
+        ("tests/test_predict.py::test_a_run_json_recording_another_preparation_gets_the_note",)),
 ]
 
 

@@ -403,6 +403,19 @@ def test_every_predict_row_is_checked():
     assert all(sum(row.startswith(start) for start in checked) == 1 for row in rows), rows
 
 
+def test_a_run_json_recording_another_preparation_gets_the_note(mnist_run, png, tmp_path,
+                                                                  capsys):
+    # A record that is not this version's preparation: the images are not prepared "as
+    # its training images were", and the note says why.
+    run = '{"dataset": "mnist", "config": {"image_preparation": {"polarity": "as it is"}}}'
+    out = model_folder(tmp_path, mnist_run, run_json=run)
+    assert cli(["--predict", str(out), str(png)]) == 0
+    header, note_line, _ = capsys.readouterr().out.splitlines()
+    assert header == f"{out}/model.keras: 10 classes, names from {out}/run.json (dataset mnist)"
+    assert note_line == note(f"{out}/run.json (dataset mnist) records a preparation this "
+                             "version does not make")
+
+
 def test_a_run_json_without_class_names_names_them_by_its_data_set(
         mnist_run, png, tmp_path, capsys):
     # run.json as the script wrote it before it recorded class names: a KMNIST run.
