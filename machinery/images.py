@@ -1,4 +1,5 @@
-"""The one preparation of an image file for the network (docs/data.md, "Images").
+"""The one preparation of an image file for the network (docs/data.md, "How an image
+is prepared").
 
 tools/images_to_npz.py prepares the training images of --dataset own with it, and
 --predict prepares new images with it, so that a model sees new images exactly as it
