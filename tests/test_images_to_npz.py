@@ -128,3 +128,28 @@ def test_each_image_keeps_its_own_label_when_the_images_are_mixed(tmp_path):
     assert all(label == place for label, place, _ in found), found
     assert sorted(found) == [(c, c, 100 + 10 * i) for c in range(3) for i in range(6)]
     assert labels.tolist() != sorted(labels.tolist())  # mixed, not one class after another
+
+
+def test_every_image_is_made_light_on_dark_however_it_was_drawn(tmp_path):
+    # One light-on-dark digit-like stroke per class, drawn three ways at 28x28: dark
+    # ink on a white page, light ink on black (RGB), black ink on a transparent page
+    # whose transparent pixels store black. Each becomes the light-on-dark stroke itself.
+    strokes = []
+    for c, name in enumerate(("a", "b")):
+        stroke = np.zeros((28, 28), np.uint8)
+        stroke[4:24, 6 + 10 * c:10 + 10 * c] = 255
+        stroke[4:7, 6:22] = 90 + 60 * c  # a fainter bar, to tell the classes apart
+        strokes.append(stroke)
+        (tmp_path / "images" / name).mkdir(parents=True)
+        Image.fromarray(255 - stroke).save(tmp_path / "images" / name / "dark.png")
+        Image.fromarray(stroke).convert("RGB").save(tmp_path / "images" / name / "light.png")
+        black_ink = np.dstack([np.zeros((28, 28, 3), np.uint8), stroke])
+        Image.fromarray(black_ink).save(tmp_path / "images" / name / "ink.png")
+    code, lines = convert(tmp_path / "images", tmp_path / "out")
+    assert (code, lines) == (0, [])
+    with np.load(tmp_path / "out" / "data.npz") as data:
+        images = np.concatenate([data["x_train"], data["x_test"]])
+        labels = np.concatenate([data["y_train"], data["y_test"]])
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    for image, label in zip(images, labels):
+        assert np.array_equal(image, strokes[label]), label

@@ -39,7 +39,10 @@ def draw(image, way, path):
         Image.fromarray(np.dstack([black, np.asarray(large)])).save(path)
 
 
-WAYS = ("dark on light", "dark on light", "light on dark", "transparent")
+# Mostly dark on light, as scans are: a converter that kept that polarity would train
+# a model that --predict, making every image light on dark, could not match.
+WAYS = (("dark on light",) * 4 + ("transparent",)) * 3 + ("dark on light",) * 4 + (
+    "light on dark",)  # of 20: 16 dark on light, 3 transparent, 1 light on dark
 
 
 def draw_all(folder, images, labels, by_class):
@@ -96,6 +99,6 @@ def test_predict_says_it_prepares_images_as_the_training_images_were(end_to_end)
     assert header == (f"{end_to_end['out']}/model.keras: 10 classes, names from "
                       f"{end_to_end['out']}/run.json (dataset own); images prepared as its "
                       "training images were (run.json)")
-    # Dark ink on white, and black ink composited on white, are inverted: 3 ways of 4.
+    # Dark ink on white, and black ink composited on white, are inverted: 19 ways of 20.
     assert end_to_end["predicted"].stdout.count(" (inverted: dark on light)") == \
-        sum(WAYS[i % 4] != "light on dark" for i in range(HELD_BACK))
+        sum(WAYS[i % len(WAYS)] != "light on dark" for i in range(HELD_BACK))
