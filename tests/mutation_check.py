@@ -545,8 +545,8 @@ BUGS = [
     Bug("predict-takes-the-lock",
         "--predict only reads: no lock, nothing written, works while a run holds the folder",
         "machinery/predict.py",
-        "    names, where = names_beside(path)\n",
-        "    names, where = names_beside(path)\n"
+        "    names, where, run = names_beside(path)\n",
+        "    names, where, run = names_beside(path)\n"
         "    __import__(\"machinery.folder\").folder.take_lock(path.parent)\n",
         ("tests/test_predict.py::test_predict_works_while_a_run_holds_the_folder",)),
     Bug("predict-ignores-other-flags",
@@ -557,7 +557,7 @@ BUGS = [
     Bug("predict-bad-image-traceback",
         "--predict: a file that is not an image is one line, no traceback",
         "machinery/predict.py",
-        "    except (OSError, ValueError, Image.DecompressionBombError) as err:",
+        "    except preparation.UNREADABLE as err:",
         "    except ValueError as err:",
         ("tests/test_predict.py::test_a_file_that_is_not_an_image",)),
     # --- speed ---
