@@ -17,6 +17,7 @@ from tensorflow.core.util import event_pb2
 import model_batchnorm as mb
 from conftest import KERAS_HOME, ROOT, cli, error_lines, run_script
 from testdata import synthetic
+from test_readme_errors import check_row
 
 DATA_DOCS = (ROOT / "docs" / "data.md").read_text()
 SMALL = ["--epochs", "1", "--verbose", "2"]
@@ -232,12 +233,9 @@ def test_class_names_file_must_name_every_class(tmp_path, capsys):
 def test_an_unreadable_preparation_json_is_one_line(tmp_path, capsys):
     folder = own_folder(tmp_path / "own")
     (folder / "preparation.json").write_text('{"grayscale": ')  # cut short
-    assert cli(["--dataset", "own", "--data-dir", str(folder), "--dry-run",
-                "--output-dir", str(tmp_path / "out")]) == 1
-    line, = error_lines(capsys.readouterr().err)
-    assert line == (f"error: {folder / 'preparation.json'} cannot be read (JSONDecodeError): "
-                    "make the folder again with tools/images_to_npz.py, or delete "
-                    "preparation.json (see docs/data.md, 'Your own data')")
+    check_row(capsys, "`--dataset own` with a `preparation.json`",
+              ["--dataset", "own", "--data-dir", folder, "--dry-run", "--output-dir",
+               tmp_path / "out"], **{"mydata/preparation.json": folder / "preparation.json"})
 
 
 def test_dark_on_light_own_data_without_a_record_gets_a_note(tmp_path, capsys):
