@@ -20,6 +20,7 @@ layer_inputs    --track-layer-inputs: a layer's input percentiles during trainin
 fast            --fast: the same computation, executed faster
 distribute      --distribute: tf.distribute strategies, Slurm, lost workers, --sync-bn
 keras_internals the only use of Keras' and TensorFlow's internals, version-checked
+images          the one preparation of an image file, for the converter and --predict
 predict         --predict: a trained model on your own image files, read-only
 
 Data for the tests and the benchmark lives apart, in testdata/. Importing the

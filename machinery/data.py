@@ -125,15 +125,17 @@ def training_image_count(images, split):
 
 def describe_classes(args, data):
     """Set args.classes and args.class_names: the data set's, or own data's from its
-    labels and class_names.txt, which the output then shows."""
+    labels and class_names.txt, which the output then shows; and args.image_preparation,
+    own data's record of how its images were prepared (None when unknown)."""
     (_, y_train), (_, y_test) = data
-    own_names = None
+    own_names = args.image_preparation = None
     if args.dataset == OWN:
         args.classes = own_data.class_count(y_train, y_test, args.data_dir)
         own_names = own_data.class_names(args.data_dir, args.classes)
         print(f"Own data: {args.classes} classes (labels 0 to {args.classes - 1}"
               f"{', named in ' + own_data.OWN_CLASS_NAMES_FILE if own_names else ''}), "
               f"{len(y_train):,} training and {len(y_test):,} test images.")
+        args.image_preparation = own_data.preparation(args.data_dir, data[0][0])
     else:
         args.classes = DATASETS[args.dataset]["classes"]
     args.class_names = class_names(args.dataset, args.classes, own_names)

@@ -3,13 +3,17 @@
 The folder holds data.npz with four arrays, the layout of Keras' mnist.npz:
 x_train (N, 28, 28) uint8, y_train (N,) integers, x_test, y_test likewise; the
 labels run from 0 to C-1 without gaps, and C is taken from them. An optional
-class_names.txt names the classes, one line each, C lines."""
+class_names.txt names the classes, one line each, C lines. tools/images_to_npz.py
+also writes preparation.json, how its images were prepared (machinery/images.py),
+which the run records in run.json for --predict."""
+import json
 from pathlib import Path
 
 import numpy as np
 
 from machinery.datasets import OWN_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE  # noqa: F401
 from machinery.errors import ScriptError
+from machinery.images import PREPARATION_FILE, dark_on_light
 from machinery.npz import read_npz
 
 ADVICE = "see docs/data.md, 'Your own data'"
@@ -60,3 +64,27 @@ def class_names(data_dir, classes):
         raise ScriptError(f"{path} names {len(names)} classes but the labels have {classes}: "
                           f"give one name per line, in label order ({ADVICE})")
     return names
+
+
+def preparation(data_dir, x_train):
+    """The preparation recorded in preparation.json beside data.npz, or None without
+    one; then a note when most training images are dark on light, which --predict
+    (making every image light on dark) would not match."""
+    path = Path(data_dir) / PREPARATION_FILE
+    if not path.is_file():
+        dark = int(dark_on_light(x_train).sum())
+        if dark > len(x_train) / 2:
+            print(f"Note: {dark:,} of the {len(x_train):,} training images are dark on "
+                  "light, but --predict makes every image light on dark, as KMNIST and "
+                  "MNIST store theirs: make data.npz with tools/images_to_npz.py, or "
+                  f"invert the images (255 - x) ({ADVICE}).")
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise ScriptError(f"{path} cannot be read ({type(err).__name__}): make the folder "
+                          f"again with tools/images_to_npz.py, or delete {PREPARATION_FILE} "
+                          f"({ADVICE})") from None
+    return record

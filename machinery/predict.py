@@ -1,8 +1,10 @@
 """--predict MODEL IMAGE...: a trained model on your own images (docs/predict.md).
 
-Each image is made what the training images were: grayscale, 28x28, light ink on a
-dark background, scaled by the lesson's own preprocess(). The class names come from
-the run's run.json beside the model (KMNIST's when there is none). Every input is
+Each image is prepared by machinery/images.py, as tools/images_to_npz.py prepares
+training images: grayscale, 28x28, light ink on a dark background; then scaled by
+the lesson's own preprocess(). The class names, and the record of how the training
+images were prepared, come from the run's run.json beside the model (KMNIST's names
+when there is none; a note when the preparation is unknown). Every input is
 checked before anything is predicted, and nothing is written: the output folder is
 only read, so its run, finished or still training, is left alone.
 """
@@ -11,14 +13,14 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from machinery import images as preparation
 from machinery.datasets import DATASETS, KMNIST_CLASS_NAMES, class_names
 from machinery.errors import ScriptError, UsageError
 from machinery.outputs import MODEL, RUN_JSON
 from machinery.quiet import filtered_stderr, keras
 
-SIDE = 28  # the training images' width and height
+SIDE = preparation.SIDE  # the training images' width and height
 TOP = 3  # classes shown per image
 INVERTED = " (inverted: dark on light)"
 DOCS = "docs/predict.md"
@@ -35,8 +37,12 @@ def model_file(source):
     if path.is_dir():
         if (path / MODEL).is_file():
             return path / MODEL
+        runs = sorted(str(sub) for sub in path.iterdir() if (sub / MODEL).is_file())
+        if runs:  # the top folder of a --compare run: one model per sub-folder
+            raise ScriptError(f"{path} holds no {MODEL}, its sub-folders do: give one of "
+                              f"them ({', '.join(runs)})")
         raise ScriptError(f"{path} holds no {MODEL}: give the output folder of a finished "
-                          f"run (after --compare, {path / 'batchnorm'}) or a .keras file")
+                          f"run or a .keras file")
     if not path.is_file():
         raise ScriptError(f"--predict {path}: no such folder or file: give a run's output "
                           f"folder or its {MODEL}")
@@ -53,11 +59,12 @@ def display(pair):
 
 
 def names_beside(path):
-    """(names, where they came from): the class names in the run.json beside the model,
-    or KMNIST's, the lesson's, when there is no run.json."""
+    """(names, where they came from, the run's record): the class names in the run.json
+    beside the model, or KMNIST's, the lesson's, when there is no run.json ({})."""
     record = path.parent / RUN_JSON
     if not record.is_file():
-        return [display(p) for p in KMNIST_CLASS_NAMES], "KMNIST's (no run.json beside the model)"
+        return ([display(p) for p in KMNIST_CLASS_NAMES],
+                "KMNIST's (no run.json beside the model)", {})
     try:
         run = json.loads(record.read_text(encoding="utf-8"))
         config = run["config"]
@@ -69,40 +76,36 @@ def names_beside(path):
         raise ScriptError(f"{record} cannot be read for the class names ({type(err).__name__}: "
                           f"{first_line(err)}): give the model with its own run's "
                           f"{RUN_JSON} beside it") from None
-    return names, f"from {record} (dataset {run['dataset']})"
-
-
-def on_white(image):
-    """Transparent pixels as a page shows them: white."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    return image
+    return names, f"from {record} (dataset {run['dataset']})", run
 
 
 def read_image(file):
-    """The image in `file` as uint8 grayscale (28, 28), read by Pillow."""
+    """(uint8 (28, 28) light on dark, whether it was inverted): the image in `file`
+    prepared by machinery/images.py."""
     path = Path(file)
     if not path.is_file():
         raise ScriptError(f"{path}: no such file: check the image's path")
     try:
-        with Image.open(path) as image:
-            gray = on_white(image).convert("L")
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        return preparation.prepare_file(path)
+    except preparation.UNREADABLE as err:
         raise ScriptError(f"{path} is not an image Pillow can read ({first_line(err)}): give "
                           "a PNG, JPEG or other image file") from None
-    return np.asarray(gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
-def light_on_dark(pixels):
-    """(pixels, inverted): the image as light ink on a dark background, like KMNIST.
-
-    The border shows the background: a border brighter on average than the whole
-    image means dark ink on a light page, which is inverted (255 - pixel)."""
-    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    if border.mean() > pixels.mean():
-        return 255 - pixels, True
-    return pixels, False
+def how_prepared(run, path):
+    """The header's words on the images' preparation, and a note (or None) when the
+    model's training images were not recorded as prepared this same way."""
+    recorded = run.get("config", {}).get("image_preparation")
+    if recorded == preparation.PREPARATION:
+        return "; images prepared as its training images were (run.json)", None
+    record = path.parent / RUN_JSON
+    reason = (f"{record} (dataset {run['dataset']}) records "
+              f"{'a preparation this version does not make' if recorded else 'none'}" if run
+              else f"no {RUN_JSON} beside the model")
+    return "", (f"Note: how this model's training images were prepared is unknown ({reason}): "
+                "each image is made light on dark, as KMNIST and MNIST store theirs; a "
+                "model trained on dark-on-light images predicts near chance on them "
+                f"({DOCS})")
 
 
 def load_model(path, names, where):
@@ -141,13 +144,15 @@ def classify(arguments, preprocess):
         raise UsageError(f"--predict {source} names no image: give one or more after the "
                          f"model, as in --predict OUTPUT_DIR a.png b.jpg ({DOCS})")
     path = model_file(source)
-    images = [read_image(file) for file in files]
-    names, where = names_beside(path)
+    pixels, inverted = zip(*map(read_image, files))
+    names, where, run = names_beside(path)
     model = load_model(path, names, where)
-    pixels, inverted = zip(*map(light_on_dark, images))
     with filtered_stderr():  # predict's tf.data pipeline logs its start-up
         probabilities = model.predict(preprocess(np.stack(pixels)), verbose=0)
-    print(f"{path}: {len(names)} classes, names {where}")
+    prepared, note = how_prepared(run, path)
+    print(f"{path}: {len(names)} classes, names {where}{prepared}")
+    if note:
+        print(note)
     for file, p, flipped in zip(files, probabilities, inverted):
         print(f"{file}: {ranked(p, names)}{INVERTED if flipped else ''}")
     return {"model": str(path), "names": names, "probabilities": probabilities,

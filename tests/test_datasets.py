@@ -17,6 +17,7 @@ from tensorflow.core.util import event_pb2
 import model_batchnorm as mb
 from conftest import KERAS_HOME, ROOT, cli, error_lines, run_script
 from testdata import synthetic
+from test_readme_errors import check_row
 
 DATA_DOCS = (ROOT / "docs" / "data.md").read_text()
 SMALL = ["--epochs", "1", "--verbose", "2"]
@@ -112,7 +113,8 @@ OWN_DATA_COMMANDS = re.search(r"## Your own data.*?```sh\n(.*?)```", DATA_DOCS, 
 
 
 def make_png_tree(root):
-    """images/<class>/*.png of several sizes and colour modes, as a user might have."""
+    """images/<class>/*.png of several sizes and colour modes, as a user might have;
+    half of each class (i % 4 of 2 or 3) dark on light."""
     from PIL import Image
     rng = np.random.default_rng(0)
     patterns = synthetic.class_patterns(3)
@@ -121,6 +123,7 @@ def make_png_tree(root):
         for i in range(40):
             pixels = np.clip(np.roll(patterns[label], i % 3) + rng.normal(0, 30, (28, 28)),
                              0, 255).astype(np.uint8)
+            pixels = 255 - pixels if i % 4 >= 2 else pixels
             image = Image.fromarray(pixels).resize((32 + i % 5, 32 + i % 5))
             (image.convert("RGB") if i % 2 else image).save(root / name / f"{i}.png")
 
@@ -143,7 +146,9 @@ def test_docs_converter_command_makes_a_folder_that_trains(tmp_path):
     made = subprocess.run(convert, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert made.stdout == ("Wrote mydata/data.npz: 3 classes (cat, dog, owl), 96 training and "
-                           "24 test images; their names in mydata/class_names.txt.\n")
+                           "24 test images, light on dark (60 inverted); their names in "
+                           "mydata/class_names.txt, their preparation in "
+                           "mydata/preparation.json.\n")
     with np.load(tmp_path / "mydata" / "data.npz") as data:
         assert data["x_train"].shape == (96, 28, 28) and data["x_train"].dtype == np.uint8
         assert data["x_test"].shape == (24, 28, 28)
@@ -160,6 +165,10 @@ def test_docs_converter_command_makes_a_folder_that_trains(tmp_path):
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["config"]["classes"] == 3
     assert [name for name, _ in run["config"]["class_names"]] == ["cat", "dog", "owl"]
+    # The preparation the converter recorded beside data.npz, in run.json for --predict.
+    recorded = json.loads((tmp_path / "mydata" / "preparation.json").read_text())
+    assert recorded["polarity"].startswith("light on dark")
+    assert run["config"]["image_preparation"] == recorded
     assert (run["train_images"], run["validation_images"], run["test_images"]) == (76, 20, 24)
 
 
@@ -219,6 +228,33 @@ def test_class_names_file_must_name_every_class(tmp_path, capsys):
                 "--output-dir", str(tmp_path / "out")]) == 1
     line, = error_lines(capsys.readouterr().err)
     assert "names 3 classes but the labels have 4" in line
+
+
+def test_an_unreadable_preparation_json_is_one_line(tmp_path, capsys):
+    folder = own_folder(tmp_path / "own")
+    (folder / "preparation.json").write_text('{"grayscale": ')  # cut short
+    check_row(capsys, "`--dataset own` with a `preparation.json`",
+              ["--dataset", "own", "--data-dir", folder, "--dry-run", "--output-dir",
+               tmp_path / "out"], **{"mydata/preparation.json": folder / "preparation.json"})
+
+
+def test_dark_on_light_own_data_without_a_record_gets_a_note(tmp_path, capsys):
+    # 200 of 300 training images dark ink on a light page, data.npz not made by the
+    # converter: --predict would make new images light on dark, unlike these.
+    images = np.zeros((300, 28, 28), np.uint8)
+    images[:, 8:20, 10:18] = 200
+    images[:200] = 255 - images[:200]
+    folder = own_folder(tmp_path / "own", x_train=images)
+    assert cli(["--dataset", "own", "--data-dir", str(folder), "--dry-run",
+                "--output-dir", str(tmp_path / "out")]) == 0
+    assert ("Note: 200 of the 300 training images are dark on light, but --predict makes "
+            "every image light on dark, as KMNIST and MNIST store theirs: make data.npz with "
+            "tools/images_to_npz.py, or invert the images (255 - x) (see docs/data.md, "
+            "'Your own data').") in capsys.readouterr().out.splitlines()
+    light = own_folder(tmp_path / "light", x_train=255 - images)  # 100 of 300: no note
+    assert cli(["--dataset", "own", "--data-dir", str(light), "--dry-run",
+                "--output-dir", str(tmp_path / "out2")]) == 0
+    assert "are dark on light" not in capsys.readouterr().out
 
 
 def test_own_without_data_dir_is_a_usage_error(capsys):

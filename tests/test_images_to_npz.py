@@ -104,3 +104,52 @@ def test_a_bad_command_line_is_one_line_and_exit_2(tmp_path):
     assert code == 2 and len(lines) == 1
     assert lines[0] == ("error: the following arguments are required: OUTPUT_FOLDER "
                         "(see --help)")
+
+
+def test_each_image_keeps_its_own_label_when_the_images_are_mixed(tmp_path):
+    # Every image differs: class c's image i is a bright square at a place of its class
+    # (row 2 + 8c) of brightness 100 + 10i, light on dark at 28x28 (kept as it is). A
+    # label mixed apart from its image no longer matches the square's place.
+    for c, name in enumerate(("a", "b", "c")):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.zeros((28, 28), np.uint8)
+            pixels[2 + 8 * c:8 + 8 * c, 10:16] = 100 + 10 * i
+            Image.fromarray(pixels).save(tmp_path / "images" / name / f"{i}.png")
+    code, lines = convert(tmp_path / "images", tmp_path / "out")
+    assert (code, lines) == (0, [])
+    with np.load(tmp_path / "out" / "data.npz") as data:
+        images = np.concatenate([data["x_train"], data["x_test"]])
+        labels = np.concatenate([data["y_train"], data["y_test"]])
+    found = []
+    for image, label in zip(images, labels):
+        place = (int(np.argmax(image[:, 12])) - 2) // 8
+        found.append((int(label), place, int(image.max())))
+    assert all(label == place for label, place, _ in found), found
+    assert sorted(found) == [(c, c, 100 + 10 * i) for c in range(3) for i in range(6)]
+    assert labels.tolist() != sorted(labels.tolist())  # mixed, not one class after another
+
+
+def test_every_image_is_made_light_on_dark_however_it_was_drawn(tmp_path):
+    # One light-on-dark digit-like stroke per class, drawn three ways at 28x28: dark
+    # ink on a white page, light ink on black (RGB), black ink on a transparent page
+    # whose transparent pixels store black. Each becomes the light-on-dark stroke itself.
+    strokes = []
+    for c, name in enumerate(("a", "b")):
+        stroke = np.zeros((28, 28), np.uint8)
+        stroke[4:24, 6 + 10 * c:10 + 10 * c] = 255
+        stroke[4:7, 6:22] = 90 + 60 * c  # a fainter bar, to tell the classes apart
+        strokes.append(stroke)
+        (tmp_path / "images" / name).mkdir(parents=True)
+        Image.fromarray(255 - stroke).save(tmp_path / "images" / name / "dark.png")
+        Image.fromarray(stroke).convert("RGB").save(tmp_path / "images" / name / "light.png")
+        black_ink = np.dstack([np.zeros((28, 28, 3), np.uint8), stroke])
+        Image.fromarray(black_ink).save(tmp_path / "images" / name / "ink.png")
+    code, lines = convert(tmp_path / "images", tmp_path / "out")
+    assert (code, lines) == (0, [])
+    with np.load(tmp_path / "out" / "data.npz") as data:
+        images = np.concatenate([data["x_train"], data["x_test"]])
+        labels = np.concatenate([data["y_train"], data["y_test"]])
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    for image, label in zip(images, labels):
+        assert np.array_equal(image, strokes[label]), label

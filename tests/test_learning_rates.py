@@ -13,6 +13,7 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import run_script
+from test_readme_errors import check_row
 from machinery import cli as machinery_cli
 
 PAIRS = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr1e+06",
@@ -61,6 +62,16 @@ def test_every_pair_trains_in_its_own_folder_at_its_rate_from_the_same_seed(rate
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["state"] == "finished"
     assert set(PAIRS) | {f"history_{name}.json" for name in PAIRS} <= set(manifest["files"])
+
+
+def test_predict_on_the_top_folder_names_the_pairs_sub_folders(rates, tmp_path, capsys):
+    # The folders the table's row names (batchnorm_lr0.001, ..., those of 0.001 and 0.1),
+    # here of 0.001 and 1e6: each holds the model.keras --predict asks for.
+    out, _, _ = rates
+    png = tmp_path / "digit.png"
+    keras.utils.save_img(png, np.zeros((28, 28, 1), np.uint8), scale=False)
+    check_row(capsys, "`--predict` with a folder without `model.keras`",
+              ["--predict", out, png], outputs=out, **{"lr0.1": "lr1e+06"})
 
 
 def test_a_diverging_run_stops_with_one_line_and_the_others_go_on(rates):

@@ -7,6 +7,8 @@ model.predict on the same held-back arrays, scaled as the lesson scales them.
 """
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import keras
@@ -14,17 +16,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli, run_script
+from conftest import ROOT, cli, run_script
 from machinery import folder
 from test_readme_errors import (CHECKED_IN_TEST_PREDICT, assert_whole_line, check_row,
-                                error_output, readme_table)
+                                error_output, readme_row, readme_table)
 from testdata import mnist_digits
 
 HELD_BACK = 300  # test digits written out as PNG files, both ways
 # The lesson's class names (docs/flags-and-outputs.md, reference spec), as --predict shows them.
 KMNIST_NAMES = ["お (o)", "き (ki)", "す (su)", "つ (tsu)", "な (na)", "は (ha)", "ま (ma)",
                 "や (ya)", "れ (re)", "を (wo)"]
-OWN_NAMES = ["zero", "one", "two"]  # class_names.txt of the own-data run
+OWN_NAMES = ["nought", "one", "two"]  # the own-data run's class folders, in sorted order
 INVERTED = " (inverted: dark on light)"
 
 
@@ -55,16 +57,19 @@ def mnist_run(digits, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def own_fast_run(digits, tmp_path_factory):
-    """A --fast run on own data: the digits 0, 1 and 2 named in class_names.txt."""
-    data = tmp_path_factory.mktemp("predict-own-data")
-    train_kept, test_kept = digits["train_labels"] < 3, digits["test_labels"] < 3
-    np.savez_compressed(data / "data.npz", x_train=digits["train_imgs"][train_kept],
-                        y_train=digits["train_labels"][train_kept],
-                        x_test=digits["test_imgs"][test_kept][:30],
-                        y_test=digits["test_labels"][test_kept][:30])
-    (data / "class_names.txt").write_text("\n".join(OWN_NAMES) + "\n")
+    """A --fast run on own data made by tools/images_to_npz.py: the training digits 0, 1
+    and 2 as dark-on-light PNG files in class folders named OWN_NAMES."""
+    root = tmp_path_factory.mktemp("predict-own-data")
+    for label, name in enumerate(OWN_NAMES):
+        write_pngs(root / "images" / name, digits["train_imgs"][digits["train_labels"] == label],
+                   dark_on_light=True)
+    made = subprocess.run([sys.executable, str(ROOT / "tools" / "images_to_npz.py"),
+                           root / "images", root / "data"], capture_output=True, text=True,
+                          timeout=120)
+    assert made.returncode == 0, made.stderr
     return train(tmp_path_factory.mktemp("predict-own") / "outputs", "--dataset", "own",
-                 "--data-dir", data, "--fast", "--bn-momentum", "0.9", "--batch-size", "50")
+                 "--data-dir", root / "data", "--fast", "--bn-momentum", "0.9",
+                 "--batch-size", "50")
 
 
 def write_pngs(folder, images, dark_on_light=False):
@@ -78,10 +83,13 @@ def write_pngs(folder, images, dark_on_light=False):
 
 def parse(stdout):
     """(header, {file: ([(name, percent), ...], inverted)}) in the format of docs/predict.md:
-    `<file>: <name> <p>%, <name> <p>%, <name> <p>%` and, when inverted, INVERTED."""
+    `<file>: <name> <p>%, <name> <p>%, <name> <p>%` and, when inverted, INVERTED; the
+    note on an unknown preparation, if any, is left out."""
     header, *lines = stdout.splitlines()
     parsed = {}
     for line in lines:
+        if line.startswith("Note: "):
+            continue
         match = re.fullmatch(r"(.+?\.png): (.+?)( \(inverted: dark on light\))?", line)
         assert match, line
         ranked = [re.fullmatch(r"(.+) (\d+\.\d)%", part) for part in match.group(2).split(", ")]
@@ -155,6 +163,21 @@ def test_names_come_from_the_runs_run_json(predicted_digits, mnist_run):
                       "(dataset mnist)")
 
 
+def note(why):
+    """The note of docs/predict.md on a model whose training images' preparation is unknown."""
+    return (f"Note: how this model's training images were prepared is unknown ({why}): each "
+            "image is made light on dark, as KMNIST and MNIST store theirs; a model trained "
+            "on dark-on-light images predicts near chance on them (docs/predict.md)")
+
+
+def test_a_model_of_data_with_no_recorded_preparation_gets_a_one_line_note(
+        predicted_digits, mnist_run):
+    # MNIST's mnist.npz was not made by the converter: nothing records its preparation.
+    lines = predicted_digits["done"].stdout.splitlines()
+    assert lines[1] == note(f"{mnist_run}/run.json (dataset mnist) records none")
+    assert sum(line.startswith("Note: ") for line in lines) == 1
+
+
 def test_predict_writes_nothing_in_the_finished_run(predicted_digits):
     assert predicted_digits["after"] == predicted_digits["before"]
     assert predicted_digits["done"].stderr.strip() == ""  # no warning, no refusal
@@ -180,6 +203,7 @@ def test_a_model_without_run_json_gets_kmnists_names(mnist_run, digits, tmp_path
     assert done.returncode == 0, done.stderr
     header, lines = parse(done.stdout)
     assert header == f"{alone}: 10 classes, names KMNIST's (no run.json beside the model)"
+    assert done.stdout.splitlines()[1] == note("no run.json beside the model")
     probabilities = keras.models.load_model(alone).predict(lesson_scaled(images), verbose=0)
     assert [lines[str(path)][0][0][0] for path in pngs] == [
         KMNIST_NAMES[i] for i in probabilities.argmax(axis=1)]
@@ -192,8 +216,11 @@ def test_an_own_data_fast_model_predicts_with_its_class_names(own_fast_run, digi
     done = run_script("--predict", own_fast_run / "model.keras", *pngs)
     assert done.returncode == 0, done.stderr
     header, lines = parse(done.stdout)
+    # Made by the converter, whose preparation the run recorded: no note.
     assert header == (f"{own_fast_run}/model.keras: 3 classes, names from "
-                      f"{own_fast_run}/run.json (dataset own)")
+                      f"{own_fast_run}/run.json (dataset own); images prepared as its "
+                      "training images were (run.json)")
+    assert "Note: " not in done.stdout
     # The --fast model loads as plain Keras layers, without this project's code.
     probabilities = keras.models.load_model(own_fast_run / "model.keras").predict(
         lesson_scaled(images), verbose=0)
@@ -304,11 +331,15 @@ def test_a_file_that_is_not_a_keras_file(mnist_run, png, capsys):
               ["--predict", mnist_run / "run.json", png], outputs=mnist_run)
 
 
-def test_a_folder_without_model_keras(png, tmp_path, capsys):
+def test_a_folder_without_model_keras_in_it_or_its_sub_folders(png, tmp_path, capsys):
+    # The row's second line; its first, a --compare folder, is checked in
+    # tests/test_learning_rates.py on a real multi-rate --compare.
     out = tmp_path / "comparison"
     (out / "batchnorm").mkdir(parents=True)
-    check_row(capsys, "`--predict` with a folder without `model.keras`",
-              ["--predict", out, png], outputs=out)
+    messages, exit_code = readme_row("`--predict` with a folder without `model.keras`")
+    code, lines = error_output(capsys, ["--predict", out, png])
+    assert code == exit_code == 1 and len(lines) == 1, lines
+    assert_whole_line(messages[1], lines[0], outputs=out)
 
 
 def test_a_truncated_model_file(mnist_run, png, tmp_path, capsys):
@@ -370,6 +401,19 @@ def test_every_predict_row_is_checked():
     rows = [row for row in readme_table() if row.startswith(CHECKED_IN_TEST_PREDICT)]
     assert len(rows) == len(checked) == 12
     assert all(sum(row.startswith(start) for start in checked) == 1 for row in rows), rows
+
+
+def test_a_run_json_recording_another_preparation_gets_the_note(mnist_run, png, tmp_path,
+                                                                  capsys):
+    # A record that is not this version's preparation: the images are not prepared "as
+    # its training images were", and the note says why.
+    run = '{"dataset": "mnist", "config": {"image_preparation": {"polarity": "as it is"}}}'
+    out = model_folder(tmp_path, mnist_run, run_json=run)
+    assert cli(["--predict", str(out), str(png)]) == 0
+    header, note_line, _ = capsys.readouterr().out.splitlines()
+    assert header == f"{out}/model.keras: 10 classes, names from {out}/run.json (dataset mnist)"
+    assert note_line == note(f"{out}/run.json (dataset mnist) records a preparation this "
+                             "version does not make")
 
 
 def test_a_run_json_without_class_names_names_them_by_its_data_set(

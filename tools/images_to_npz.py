@@ -5,15 +5,17 @@
 
 IMAGES_FOLDER/cat/*.png, IMAGES_FOLDER/dog/*.jpg, ...: each sub-folder is a class,
 numbered in the sorted order of the sub-folders' names. Every image (PNG or JPEG)
-becomes 28x28 grayscale uint8. The images are mixed with a fixed seed and a fifth
-of them become the test set, so that the last 20% of the training arrays (the
-lesson's validation split) hold every class too. OUTPUT_FOLDER gets data.npz
-(x_train, y_train, x_test, y_test, the layout of Keras' mnist.npz) and
-class_names.txt (one name per line, in label order).
+is prepared as --predict prepares new images (machinery/images.py): 28x28 grayscale
+uint8, light ink on a dark background, as KMNIST and MNIST store theirs. The images
+are mixed with a fixed seed and a fifth of them become the test set, so that the
+last 20% of the training arrays (the lesson's validation split) hold every class
+too. OUTPUT_FOLDER gets data.npz (x_train, y_train, x_test, y_test, the layout of
+Keras' mnist.npz), class_names.txt (one name per line, in label order) and
+preparation.json (how the images were prepared, which a run records in run.json).
 
-Stands alone: imports nothing of this project, only NumPy and Pillow (which
-matplotlib brings). Bad input is one line on stderr and exit code 1 (2 for a bad
-command line); an existing data.npz is never overwritten.
+Needs only NumPy and Pillow (which matplotlib brings): of this project it imports
+machinery/images.py alone. Bad input is one line on stderr and exit code 1 (2 for a
+bad command line); an existing data.npz is never overwritten.
 """
 import argparse
 import contextlib
@@ -23,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+# The project's folder, so that machinery/images.py imports from wherever this runs.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from machinery import images as preparation  # noqa: E402  (after the path is set)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-SIDE = 28
 TEST_FRACTION = 5  # one image in five is for testing
 SEED = 0
 
@@ -64,26 +69,25 @@ def class_folders(source):
 
 
 def read_image(path):
-    """One image as a 28x28 grayscale uint8 array."""
-    from PIL import Image, UnidentifiedImageError
+    """(28x28 uint8 light on dark, whether it was inverted): preparation.prepare_file."""
     try:
-        with Image.open(path) as image:
-            gray = image.convert("L").resize((SIDE, SIDE))
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return preparation.prepare_file(path)
+    except preparation.UNREADABLE as err:
         raise InputError(f"{path} cannot be read as an image ({type(err).__name__}): "
                          "replace it or remove it") from None
-    return np.asarray(gray, dtype=np.uint8)
 
 
 def convert(source, target):
-    """Write target/data.npz and target/class_names.txt; returns (names, train, test)."""
+    """Write target/data.npz, class_names.txt and preparation.json there; returns
+    (names, train, test, how many images were inverted)."""
     data, names_file = target / "data.npz", target / "class_names.txt"
     if data.exists():
         raise InputError(f"{data} exists already: choose another OUTPUT_FOLDER, or delete "
                          "it first (it is never overwritten)")
     classes = class_folders(source)
     names = [name for name, _ in classes]
-    images = np.stack([read_image(f) for _, files in classes for f in files])
+    images, inverted = zip(*(read_image(f) for _, files in classes for f in files))
+    images = np.stack(images)
     labels = np.concatenate([np.full(len(files), label) for label, (_, files)
                              in enumerate(classes)]).astype(np.uint16 if len(names) > 256
                                                             else np.uint8)
@@ -98,14 +102,15 @@ def convert(source, target):
         with open(partial, "wb") as f:
             np.savez_compressed(f, x_train=images[train], y_train=labels[train],
                                 x_test=images[test], y_test=labels[test])
-        os.replace(partial, data)
         names_file.write_text("\n".join(names) + "\n", encoding="utf-8")
+        preparation.write_record(target)  # before data.npz, which is never without it
+        os.replace(partial, data)
     except OSError as err:
         with contextlib.suppress(OSError):  # no half-written file left behind
             (target / "data.npz.partial").unlink()
         raise InputError(f"cannot write {err.filename or target} ({err.strerror}): "
                          "choose another OUTPUT_FOLDER") from None
-    return names, len(train), len(test)
+    return names, len(train), len(test), sum(inverted)
 
 
 def main(argv=None):
@@ -116,10 +121,12 @@ def main(argv=None):
     parser.add_argument("output", type=Path, metavar="OUTPUT_FOLDER",
                         help="where data.npz and class_names.txt go")
     args = parser.parse_args(argv)
-    names, train, test = convert(args.images, args.output)
+    names, train, test, inverted = convert(args.images, args.output)
     print(f"Wrote {args.output / 'data.npz'}: {len(names)} classes ({', '.join(names[:10])}"
-          f"{', ...' if len(names) > 10 else ''}), {train} training and {test} test images; "
-          f"their names in {args.output / 'class_names.txt'}.")
+          f"{', ...' if len(names) > 10 else ''}), {train} training and {test} test images, "
+          f"light on dark ({inverted} inverted); their names in "
+          f"{args.output / 'class_names.txt'}, their preparation in "
+          f"{args.output / preparation.PREPARATION_FILE}.")
 
 
 def command_line(argv=None):
