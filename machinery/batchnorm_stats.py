@@ -126,6 +126,16 @@ def monitor(x_train, y_train, config):
                    config["track_batch_stats"])
 
 
+def as_fit_validated(images, labels, config):
+    """evaluate's inputs for uint8 images in the form fit validated (--fast: the uint8
+    pipeline; else float32 arrays scaled as preprocess() scales, labels as they are), so
+    that evaluate reuses fit's traced test function: other input types trace it again."""
+    if config["fast"] is not None:
+        return dict(x=uint8_batches(images, labels, config["batch_size"]))
+    scaled = images.reshape(*images.shape, 1).astype("float32") / 255
+    return dict(x=scaled, y=labels, batch_size=config["batch_size"])
+
+
 def diagnose(model, x_train, y_train, config, epochs):
     """Validation accuracy with moving and with batch statistics, as run.json records it;
     prints the note when they differ by more than NOTE_GAP. None without BatchNormalization."""
@@ -136,7 +146,7 @@ def diagnose(model, x_train, y_train, config, epochs):
     images, labels = x_train[split_at:], y_train[split_at:]
     with filtered_stderr():  # a new tf.data pipeline repeats fit's start-up line
         moving_loss, moving_accuracy = (float(v) for v in model.evaluate(
-            uint8_batches(images, labels, config["batch_size"]), verbose=0))
+            **as_fit_validated(images, labels, config), verbose=0))
     batch_accuracy, batch_loss = evaluate_with_batch_statistics(model, images, labels,
                                                                config["batch_size"])
     steps = epochs * math.ceil(split_at / config["batch_size"])
