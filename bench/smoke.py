@@ -24,6 +24,7 @@ seconds go, phase by phase (phases.py).
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,14 +73,18 @@ def environment(cache):
 
 
 def timed(command, code, env, log):
-    """Whole-process wall seconds of `command`, which must exit with `code`."""
+    """Whole-process (wall, CPU) seconds of `command`, which must exit with `code`. CPU
+    (user + system) is what another job on the machine inflates least."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, stdout=log, stderr=log, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != code:
         raise SystemExit(f"error: {' '.join(command[1:3])} exited {done.returncode}, "
                          f"not {code}: see the end of {log.name}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def check_outputs(out):
@@ -99,7 +104,7 @@ def measure(repeats, cache, work, env):
             order = VARIANTS[repeat % 4:] + VARIANTS[:repeat % 4]
             row = {"load": os.getloadavg()[0]}
             for variant in order:
-                row[variant] = timed(*todo[variant], env, log)
+                row[variant], row[f"{variant} cpu"] = timed(*todo[variant], env, log)
             row["versions"] = check_outputs(out)
             shutil.rmtree(out)
             rows.append(row)
@@ -110,17 +115,25 @@ def measure(repeats, cache, work, env):
 
 
 def repeats_table(rows):
-    lines = ["| repeat | order | smoke s | floor s | smoke / floor | --help s | bad flag s "
-             "| load (1 min) |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    """Every repeat: wall seconds (CPU seconds) of each variant, the smoke run's ratio
+    to the floor in both, and the load; then the medians."""
+    lines = ["| repeat | order | smoke s (CPU) | floor s (CPU) | smoke / floor (CPU) "
+             "| --help s | bad flag s | load (1 min) |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for i, row in enumerate(rows):
         order = ", ".join(VARIANTS[i % 4:] + VARIANTS[:i % 4])
-        lines.append(f"| {i + 1} | {order} | {row['smoke']:.2f} | {row['floor']:.2f} "
-                     f"| {row['smoke'] / row['floor']:.2f} | {row['--help']:.2f} "
+        lines.append(f"| {i + 1} | {order} | {row['smoke']:.2f} ({row['smoke cpu']:.1f}) "
+                     f"| {row['floor']:.2f} ({row['floor cpu']:.1f}) "
+                     f"| {row['smoke'] / row['floor']:.2f} "
+                     f"({row['smoke cpu'] / row['floor cpu']:.2f}) | {row['--help']:.2f} "
                      f"| {row['bad flag']:.2f} | {row['load']:.2f} |")
-    medians = {v: statistics.median(row[v] for row in rows) for v in VARIANTS}
-    lines.append(f"| median | | {medians['smoke']:.2f} | {medians['floor']:.2f} "
-                 f"| {statistics.median(r['smoke'] / r['floor'] for r in rows):.2f} "
-                 f"| {medians['--help']:.2f} | {medians['bad flag']:.2f} | |")
+    median = {key: statistics.median(row[key] for row in rows) for key in rows[0]
+              if key not in ("versions",)}
+    ratio = statistics.median(r["smoke"] / r["floor"] for r in rows)
+    cpu_ratio = statistics.median(r["smoke cpu"] / r["floor cpu"] for r in rows)
+    lines.append(f"| median | - | {median['smoke']:.2f} ({median['smoke cpu']:.1f}) "
+                 f"| {median['floor']:.2f} ({median['floor cpu']:.1f}) | {ratio:.2f} "
+                 f"({cpu_ratio:.2f}) | {median['--help']:.2f} | {median['bad flag']:.2f} "
+                 f"| {median['load']:.2f} |")
     return "\n".join(lines)
 
 
