@@ -28,18 +28,6 @@ def norm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-@contextlib.contextmanager
-def moving_statistics_kept(model):
-    """Put every non-trainable variable (the moving statistics) back as it was: a
-    training-mode call moves them."""
-    saved = [variable.numpy() for variable in model.non_trainable_variables]
-    try:
-        yield
-    finally:
-        for variable, value in zip(model.non_trainable_variables, saved):
-            variable.assign(value)
-
-
 def scaled(images):
     """uint8 (N, 28, 28) images as preprocess() makes them: float32 (N, 28, 28, 1) / 255,
     the values fast.uint8_batches gives, bit for bit."""
@@ -52,6 +40,18 @@ def scaled_batches(images, labels, batch_size):
     for start in range(0, len(images), batch_size):
         yield (scaled(images[start:start + batch_size]),
                labels[start:start + batch_size].astype(np.int32))
+
+
+@contextlib.contextmanager
+def moving_statistics_kept(model):
+    """Put every non-trainable variable (the moving statistics) back as it was: a
+    training-mode call moves them."""
+    saved = [variable.numpy() for variable in model.non_trainable_variables]
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.non_trainable_variables, saved):
+            variable.assign(value)
 
 
 def evaluate_with_batch_statistics(model, images, labels, batch_size):
