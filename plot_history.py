@@ -65,8 +65,7 @@ def load_history(source):
 
 
 def new_figure(**options):
-    """A matplotlib Figure (no pyplot: no window, no global state). matplotlib is
-    imported here, when a picture is drawn: importing this file does not pay for it."""
+    """A matplotlib Figure, without pyplot; matplotlib is imported when a picture is drawn."""
     from matplotlib.figure import Figure
     return Figure(**options)
 
@@ -75,9 +74,7 @@ def _panels(title=None):
     figure = new_figure(figsize=(11, 4.2), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric.capitalize())
+        ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)
     if title:
         figure.suptitle(title)
@@ -207,8 +204,7 @@ def plot_predictions(images, y_true, y_pred, names, path=None, rows=4, columns=8
                      color="black" if right else "red", fontfamily=font)
         if not right:
             ax.set_axis_on()
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             for spine in ax.spines.values():
                 spine.set_edgecolor("red")
                 spine.set_linewidth(2)
