@@ -16,9 +16,9 @@ repeat's number:
   bad flag    python model_batchnorm.py --epochs abc (must exit 2)
 
 and prints every repeat (wall and CPU seconds) with the smoke run's ratio to the
-floor, the targets judged
-in every repeat (smoke at most 1.3x the floor; --help and the bad flag under
-1.5 s), the machine, the date, the versions, the load and the command. Last, one
+floor, the targets judged in every repeat (smoke at most 1.3x the floor; --help and
+the bad flag under 1.5 s), the machine, the date, the versions, the load and the
+command. Last, one
 more smoke run under py-spy (bench/requirements.txt; --py-spy PATH) says where its
 seconds go, phase by phase (phases.py).
 """
