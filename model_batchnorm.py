@@ -14,15 +14,7 @@ trained model on your own images); their machinery lives in the package
 import sys
 import time
 
-# First: imports TensorFlow with its start-up lines kept off the screen.
-import machinery.quiet  # noqa: F401
-
-import keras
-from keras import layers
-
-import plot_history
-from machinery import (batchnorm_stats, cli, compare, data, distribute, fast, layer_inputs,
-                       learning_rates, outputs, predict, resume, startup)
+from machinery import cli  # imports no TensorFlow
 
 # The lesson's configuration; the flags default to these. "no_" means "number of".
 img_width, img_height = 28, 28
@@ -32,6 +24,20 @@ no_epochs = 25
 no_classes = 10
 validation_split = 0.2
 verbosity = 1
+flag_defaults = dict(epochs=no_epochs, batch_size=batch_size,
+                     validation_split=validation_split, verbosity=verbosity)
+
+if __name__ == "__main__":  # --help and a mistyped flag answer before the slow import below
+    cli.check_flags_first(sys.argv[1:], flag_defaults)
+
+# TensorFlow, with its start-up lines kept off the screen, then the lesson's Keras.
+import machinery.quiet  # noqa: E402
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+import plot_history  # noqa: E402
+from machinery import (batchnorm_stats, compare, data, distribute, fast,  # noqa: E402
+                       layer_inputs, learning_rates, outputs, predict, resume, startup)
 
 
 def load_data(dataset="kmnist", data_dir=None, redownload=False):
@@ -159,9 +165,7 @@ def dry_run(args, arrays):
 
 def main(argv=None):
     """The run the flags ask for; returns its result, raises ScriptError on bad input."""
-    defaults = dict(epochs=no_epochs, batch_size=batch_size,
-                    validation_split=validation_split, verbosity=verbosity)
-    args = cli.parse_args(argv, defaults)
+    args = cli.parse_args(argv, flag_defaults)
     if args.predict:  # the trained model on your own images: trains and writes nothing
         return predict.classify(args.predict, preprocess)
     with startup.prepared(args):

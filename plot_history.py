@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from matplotlib import font_manager, ft2font
-from matplotlib.figure import Figure
 
 
 class HistoryError(Exception):
@@ -66,13 +64,17 @@ def load_history(source):
     return source
 
 
+def new_figure(**options):
+    """A matplotlib Figure, without pyplot; matplotlib is imported when a picture is drawn."""
+    from matplotlib.figure import Figure
+    return Figure(**options)
+
+
 def _panels(title=None):
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
+    figure = new_figure(figsize=(11, 4.2), layout="constrained")
     axes = figure.subplots(1, 2)
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.set_title(metric.capitalize())
+        ax.set(xlabel="epoch", ylabel=metric, title=metric.capitalize())
         ax.grid(alpha=0.3)
     if title:
         figure.suptitle(title)
@@ -133,7 +135,7 @@ def plot_batchnorm_statistics(statistics, path=None):
     `statistics[epoch][layer]` holds moving_mean, moving_variance, batch_mean and
     batch_variance. Shows how far inference's statistics trail training's."""
     layers = len(statistics[0])
-    figure = Figure(figsize=(3.2 * layers, 5.6), layout="constrained")
+    figure = new_figure(figsize=(3.2 * layers, 5.6), layout="constrained")
     axes = np.asarray(figure.subplots(2, layers, squeeze=False))
     epochs = _epochs(statistics)
     for index in range(layers):
@@ -161,6 +163,7 @@ def plot_batchnorm_statistics(statistics, path=None):
 @functools.lru_cache(maxsize=None)
 def font_covering(characters):
     """The name of an installed font that has a glyph for every character, or None."""
+    from matplotlib import font_manager, ft2font
     needed = {ord(c) for c in characters}
     for entry in font_manager.fontManager.ttflist:
         if entry.name.startswith("Last Resort"):  # matplotlib's: a box for every character
@@ -189,7 +192,7 @@ def plot_predictions(images, y_true, y_pred, names, path=None, rows=4, columns=8
     """A grid of the first test images titled 'true -> predicted'; wrong ones in red."""
     labels, font = class_labels(names)
     count = min(rows * columns, len(images))
-    figure = Figure(figsize=(columns * 1.3, rows * 1.5), layout="constrained")
+    figure = new_figure(figsize=(columns * 1.3, rows * 1.5), layout="constrained")
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
@@ -201,8 +204,7 @@ def plot_predictions(images, y_true, y_pred, names, path=None, rows=4, columns=8
                      color="black" if right else "red", fontfamily=font)
         if not right:
             ax.set_axis_on()
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             for spine in ax.spines.values():
                 spine.set_edgecolor("red")
                 spine.set_linewidth(2)
@@ -225,7 +227,7 @@ def plot_confusion_matrix(y_true, y_pred, names, path=None):
     labels, font = class_labels(names)
     counts = confusion_matrix(y_true, y_pred, len(names))
     size = max(6, len(names) * 0.3)
-    figure = Figure(figsize=(size + 1, size), layout="constrained")
+    figure = new_figure(figsize=(size + 1, size), layout="constrained")
     ax = figure.subplots()
     image = ax.imshow(counts, cmap="Blues")
     figure.colorbar(image, ax=ax, label="images")

@@ -28,6 +28,20 @@ def norm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
+def scaled(images):
+    """uint8 (N, 28, 28) images as preprocess() makes them: float32 (N, 28, 28, 1) / 255,
+    the values fast.uint8_batches gives, bit for bit."""
+    return images.reshape(*images.shape, 1).astype("float32") / 255
+
+
+def scaled_batches(images, labels, batch_size):
+    """(scaled images, int32 labels) in order, batch by batch, without a tf.data pipeline:
+    each new pipeline traces its map function again."""
+    for start in range(0, len(images), batch_size):
+        yield (scaled(images[start:start + batch_size]),
+               labels[start:start + batch_size].astype(np.int32))
+
+
 @contextlib.contextmanager
 def moving_statistics_kept(model):
     """Put every non-trainable variable (the moving statistics) back as it was: a
@@ -46,7 +60,7 @@ def evaluate_with_batch_statistics(model, images, labels, batch_size):
     it was."""
     correct, loss_sum = 0, 0.0
     with moving_statistics_kept(model):
-        for x, y in uint8_batches(images, labels, batch_size):
+        for x, y in scaled_batches(images, labels, batch_size):
             probabilities = model(x, training=True)
             loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
             loss_sum += float(tf.reduce_sum(loss))
@@ -121,9 +135,18 @@ class Monitor(keras.callbacks.Callback):
 def monitor(x_train, y_train, config):
     """The Monitor for a run: the probe is the first batch of training images."""
     split_at = training_image_count(len(x_train), config["validation_split"])
-    probe, _ = next(iter(uint8_batches(x_train, y_train, config["batch_size"])))
+    probe = scaled(x_train[:config["batch_size"]])
     return Monitor(probe, (x_train[split_at:], y_train[split_at:]), config["batch_size"],
                    config["track_batch_stats"])
+
+
+def as_fit_validated(images, labels, config):
+    """evaluate's inputs for uint8 images in the form fit validated (--fast: the uint8
+    pipeline; else float32 arrays scaled as preprocess() scales, labels as they are), so
+    that evaluate reuses fit's traced test function: other input types trace it again."""
+    if config["fast"] is not None:
+        return dict(x=uint8_batches(images, labels, config["batch_size"]))
+    return dict(x=scaled(images), y=labels, batch_size=config["batch_size"])
 
 
 def diagnose(model, x_train, y_train, config, epochs):
@@ -136,7 +159,7 @@ def diagnose(model, x_train, y_train, config, epochs):
     images, labels = x_train[split_at:], y_train[split_at:]
     with filtered_stderr():  # a new tf.data pipeline repeats fit's start-up line
         moving_loss, moving_accuracy = (float(v) for v in model.evaluate(
-            uint8_batches(images, labels, config["batch_size"]), verbose=0))
+            **as_fit_validated(images, labels, config), verbose=0))
     batch_accuracy, batch_loss = evaluate_with_batch_statistics(model, images, labels,
                                                                config["batch_size"])
     steps = epochs * math.ceil(split_at / config["batch_size"])

@@ -244,6 +244,15 @@ def check_learning_rates(parser, args):
     args.learning_rate = rates[0]
 
 
+def check_flags_first(argv, defaults):
+    """The flags checked as parse_args checks them, before the caller's slow imports:
+    --help, or flags it refuses, end the process at once (the one line, the exit code);
+    good flags return, and main parses them again."""
+    code = run(lambda argv: parse_args(argv, defaults), argv)
+    if code:
+        sys.exit(code)
+
+
 def raise_termination(signum, frame):
     raise TerminationSignal()
 

@@ -14,8 +14,8 @@ import re
 import time
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from plot_history import new_figure
 from machinery.cli import LESSON_LAYERS
 from machinery.batchnorm_stats import moving_statistics_kept, norm_layers
 from machinery.data import training_image_count
@@ -167,7 +167,7 @@ def draw(records, labels, path, title=None):
     against training steps, as in Ioffe & Szegedy's Figure 1 (b, c)."""
     columns = min(len(records), 2)
     rows = math.ceil(len(records) / columns)
-    figure = Figure(figsize=(5.2 * columns, 3.4 * rows), layout="constrained")
+    figure = new_figure(figsize=(5.2 * columns, 3.4 * rows), layout="constrained")
     # A row shares its scale: one learning rate, with and without BatchNormalization.
     axes = np.asarray(figure.subplots(rows, columns, squeeze=False, sharey="row")).ravel()
     for ax, record, label in zip(axes, records, labels):

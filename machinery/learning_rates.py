@@ -5,8 +5,8 @@ wall-clock seconds to a validation accuracy)."""
 import math
 
 import numpy as np
-from matplotlib.figure import Figure
 
+from plot_history import new_figure
 from machinery.outputs import write_atomically
 from machinery.quiet import keras
 
@@ -68,7 +68,7 @@ def draw_curves(runs, path, title=None):
     (batch statistics dashed): six or more curves in one panel cannot be read. `runs`:
     (label, learning rate, history) per run, in the order of the panels."""
     rates = list(dict.fromkeys(rate for _, rate, _ in runs))
-    figure = Figure(figsize=(4.2 * len(rates), 3.8), layout="constrained")
+    figure = new_figure(figsize=(4.2 * len(rates), 3.8), layout="constrained")
     axes = np.asarray(figure.subplots(1, len(rates), squeeze=False, sharey=True)).ravel()
     for label, rate, history in runs:
         ax = axes[rates.index(rate)]

@@ -1,7 +1,8 @@
 """Keep TensorFlow's start-up chatter off the screen without hiding real errors.
 
 Importing this module imports TensorFlow and Keras with those lines filtered,
-so it comes before any other import of them (model_batchnorm.py's first import).
+so it comes before any other import of them (in model_batchnorm.py, right after
+the flags are checked: --help and a bad flag never wait for TensorFlow).
 """
 import contextlib
 import logging

@@ -219,7 +219,7 @@ def test_diagnosis_measures_the_validation_images_not_the_training_ones(capsys):
         for i in range(0, len(images), 50)])
     labels = np.where(np.arange(len(images)) < split_at, (predicted + 1) % 10, predicted)
     config = {"validation_split": 0.2, "batch_size": 50, "recompute_bn_stats": False,
-              "bn_momentum": 0.99}
+              "bn_momentum": 0.99, "fast": None}
     diagnosis = batchnorm_stats.diagnose(model, images, labels.astype(np.uint8), config, 1)
     assert diagnosis["val_accuracy_batch_statistics"] == 1.0
     # 400 training images at batch 50: 8 steps in the epoch (hand-computed).

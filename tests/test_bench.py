@@ -167,3 +167,70 @@ def test_top_ops_sum_a_layers_calls_and_mark_its_gradients(capsys):
     rows = capsys.readouterr().out.splitlines()
     assert "| gradient of conv2d_1: Conv2DBackpropInput | 1.000 | 50.0% |" in rows
     assert "| conv2d_1: FusedConv2D | 0.750 | 37.5% |" in rows
+
+
+def smoke_repeat(smoke, floor, answer=0.5, load=1.0):
+    return {"smoke": smoke, "floor": floor, "--help": answer, "bad flag": answer,
+            "smoke cpu": smoke, "floor cpu": floor, "--help cpu": answer,
+            "bad flag cpu": answer, "load": load}
+
+
+def test_smoke_targets_are_judged_in_every_repeat():
+    import smoke
+    met = smoke.verdicts([smoke_repeat(13.0, 10.0), smoke_repeat(11.0, 10.0, answer=1.49)])
+    assert met.splitlines() == [
+        "smoke / floor at most 1.3 in every repeat: met (worst 1.30)",
+        "--help under 1.5 s in every repeat: met (worst 1.49 s)",
+        "bad flag under 1.5 s in every repeat: met (worst 1.49 s)"]
+    missed = smoke.verdicts([smoke_repeat(10.0, 10.0), smoke_repeat(13.1, 10.0, answer=1.5)])
+    assert "MISSED (worst 1.31)" in missed.splitlines()[0]
+    assert all("MISSED (worst 1.50 s)" in line for line in missed.splitlines()[1:])
+
+
+def test_smoke_table_shows_each_repeats_ratio_and_the_median():
+    import smoke
+    lines = smoke.repeats_table([smoke_repeat(12.0, 10.0), smoke_repeat(30.0, 20.0),
+                                 smoke_repeat(11.0, 10.0)]).splitlines()
+    assert [line.split(" | ")[4] for line in lines[2:]] == [
+        "1.20 (1.20)", "1.50 (1.50)", "1.10 (1.10)", "1.20 (1.20)"]
+
+
+STACKS = {  # py-spy raw frames, as it writes them: 'function (file:line)'
+    "imports": "<module> (model_batchnorm.py:40);train (model_batchnorm.py:90);"
+               "TensorFlowTrainer.fit (keras/src/backend/tensorflow/trainer.py:3);"
+               "_find_and_load (<frozen importlib._bootstrap>:1176)",
+    "tracing (any tf.function)": "main (model_batchnorm.py:1);diagnose (machinery/b.py:2);"
+                                 "TensorFlowTrainer.evaluate (keras/trainer.py:3);"
+                                 "trace_function (tensorflow/tracing_compilation.py:4)",
+    "fit: callbacks (backup, statistics monitor, log)":
+        "train (model_batchnorm.py:1);TensorFlowTrainer.fit (keras/trainer.py:2);"
+        "CallbackList.on_epoch_end (keras/src/callbacks/callback_list.py:3);"
+        "Monitor.on_epoch_end (machinery/batchnorm_stats.py:4)",
+    "evaluate, predict, diagnosis": "main (model_batchnorm.py:1);"
+                                    "train_and_test (model_batchnorm.py:2);"
+                                    "test (model_batchnorm.py:3);"
+                                    "TensorFlowTrainer.predict (keras/trainer.py:4)",
+    "fit: validation": "train_and_test (model_batchnorm.py:2);train (model_batchnorm.py:3);"
+                       "TensorFlowTrainer.fit (keras/trainer.py:4);"
+                       "TensorFlowTrainer.evaluate (keras/trainer.py:5)",
+    "fit: training steps": "train_and_test (model_batchnorm.py:2);"
+                           "train (model_batchnorm.py:3);"
+                           "TensorFlowTrainer.fit (keras/trainer.py:4)",
+}
+
+
+@pytest.mark.parametrize("phase", STACKS)
+def test_a_sample_goes_to_the_first_phase_whose_frames_it_holds(phase):
+    import phases
+    assert phases.phase_of(STACKS[phase]) == phase
+
+
+def test_phase_seconds_count_the_main_threads_samples_at_the_rate():
+    import phases
+    raw = "\n".join([f"thread (1): MainThread;{STACKS['fit: validation']} 30",
+                     f"thread (2): Thread-1;{STACKS['fit: validation']} 50",
+                     "thread (1): MainThread 10"])
+    seconds = phases.seconds_per_phase(raw, rate=40)
+    assert seconds["fit: validation"] == 0.75
+    assert seconds[phases.OTHER] == 0.25
+    assert sum(seconds.values()) == 1.0

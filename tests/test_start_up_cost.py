@@ -1,0 +1,91 @@
+"""What a run does not pay for: --help and a bad flag answer before TensorFlow is
+imported, the plotting helper imports matplotlib only to draw, and the diagnosis
+evaluates with the test function fit traced, not a second one."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import model_batchnorm as mb
+from conftest import ROOT
+from machinery import batchnorm_stats
+from testdata import synthetic
+
+HEAVY = ("tensorflow", "keras", "matplotlib")
+# Runs the script as `python model_batchnorm.py ARGV...` does, then says which heavy
+# packages were imported by the time it exited.
+AS_A_COMMAND = """
+import json, runpy, sys
+sys.argv = ["model_batchnorm.py", *json.loads(sys.argv[1])]
+try:
+    runpy.run_path("model_batchnorm.py", run_name="__main__")
+    code = 0
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "imported": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
+
+
+def as_a_command(*argv):
+    done = subprocess.run([sys.executable, "-c", AS_A_COMMAND, json.dumps(argv)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    *printed, last = done.stdout.splitlines()
+    return json.loads(last), "\n".join(printed), done.stderr
+
+
+def test_help_answers_before_tensorflow_or_matplotlib_is_imported():
+    result, printed, _ = as_a_command("--help")
+    assert result == {"code": 0, "imported": []}
+    assert "--epochs" in printed and "--output-dir" in printed
+
+
+def test_bad_flag_is_one_line_before_tensorflow_is_imported():
+    result, _, stderr = as_a_command("--epochs", "abc")
+    assert result == {"code": 2, "imported": []}
+    assert stderr.splitlines() == [
+        "error: argument --epochs: expected a whole number above 0, got 'abc' (see --help)"]
+
+
+def test_plot_history_imports_matplotlib_only_to_draw(tmp_path):
+    code = ("import sys, plot_history\n"
+            "print('matplotlib' in sys.modules)\n"
+            f"plot_history.plot_history({{'loss': [2, 1], 'accuracy': [.5, .7]}}, "
+            f"{str(tmp_path / 'h.png')!r})\n"
+            "print('matplotlib' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stderr
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def counting_test_steps(model):
+    """Count the calls of model.test_step: Python runs it only while tracing."""
+    calls, test_step = [], model.test_step
+
+    def counted(data):
+        calls.append(1)
+        return test_step(data)
+
+    model.test_step = counted
+    return calls
+
+
+def test_diagnosis_evaluates_with_the_test_function_fit_traced(capsys):
+    arrays = synthetic.make_arrays(train=500, test=1, seed=2)
+    images, labels = arrays["train_imgs"], arrays["train_labels"]
+    model = mb.compile_model(mb.build_model((28, 28, 1), 10))
+    traces = counting_test_steps(model)
+    model.fit(mb.preprocess(images), labels, batch_size=50, epochs=1, verbose=0,
+              validation_split=0.2)
+    traced_by_fit = len(traces)
+    assert traced_by_fit >= 1  # the count sees fit's validation
+    config = {"validation_split": 0.2, "batch_size": 50, "recompute_bn_stats": False,
+              "bn_momentum": 0.99, "fast": None}
+    diagnosis = batchnorm_stats.diagnose(model, images, labels, config, 1)
+    assert len(traces) == traced_by_fit
+    # and it measures what fit's last validation measured, on the same 100 images
+    expected_loss, expected_accuracy = model.evaluate(mb.preprocess(images[400:]),
+                                                      labels[400:], batch_size=50, verbose=0)
+    assert diagnosis["val_accuracy_moving_statistics"] == expected_accuracy
+    assert np.isclose(diagnosis["val_loss_moving_statistics"], expected_loss, rtol=1e-6)
