@@ -28,7 +28,7 @@ LESSON, PLOTTER, REQUIREMENTS = (ROOT / name for name in (
     "model_batchnorm.py", "plot_history.py", "requirements.txt"))
 CONSTANTS = ("img_width", "img_height", "input_shape", "batch_size", "no_epochs",
              "no_classes", "validation_split", "verbosity")
-PLOT_DEFINITIONS = ("HistoryError", "load_history", "_panels", "_epochs", "_finish",
+PLOT_DEFINITIONS = ("HistoryError", "load_history", "new_figure", "_panels", "_epochs", "_finish",
                     "plot_history", "plot_comparison")
 
 
