@@ -14,6 +14,7 @@ import pytest
 import model_batchnorm as mb
 from conftest import run_script
 from machinery import cli as machinery_cli
+from machinery import learning_rates
 
 PAIRS = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr1e+06",
          "no_batchnorm_lr1e+06")
@@ -149,3 +150,21 @@ def test_without_the_new_flags_a_run_prints_what_it_printed_before(data, tmp_pat
     for form, line in zip(forms, lines):
         assert re.fullmatch(form, line), (form, line)
     assert not (out / "layer_inputs.json").exists()
+
+
+def test_an_infinite_loss_stops_the_run_as_a_nan_does(capsys):
+    """A loss that overflows to inf, never NaN: squared errors of targets of 1e30 exceed
+    float32's largest number (3.4e38) in the first step, while every gradient and weight
+    stays a number. The run stops after that epoch with the line; the table's column
+    counts the first infinite epoch as the divergence."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mean_squared_error")
+    stop = learning_rates.StopOnDivergence(0.1)
+    history = model.fit(np.ones((8, 1), "float32"), np.full((8, 1), 1e30, "float32"),
+                        epochs=3, batch_size=8, verbose=0, callbacks=[stop]).history
+    assert history["loss"] == [float("inf")]  # one epoch, and infinite, not NaN
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert capsys.readouterr().out == (
+        "Diverged: the training loss became inf in epoch 1 at learning rate 0.1; this run "
+        "stops here, the others go on.\n")
+    assert learning_rates.diverged_at([2.3, 1.1, float("inf"), float("nan")]) == 3
