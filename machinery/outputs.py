@@ -74,7 +74,7 @@ def run_config(args, batchnorm, arrays):
         "layer_inputs_of": args.layer_inputs_of if args.track_layer_inputs else None,
         "seed": args.seed, "deterministic": args.seed is not None,
         "data_dir": str(args.data_dir) if args.data_dir else None,
-        "fast": fast.SETTINGS if args.fast else None,
+        "fast": fast.settings(args),
         "precision": args.precision,
         "distribute": args.distribute, "sync_bn": args.sync_bn,
         "replicas": args.strategy.num_replicas_in_sync if args.strategy else 1,
