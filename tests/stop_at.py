@@ -19,6 +19,7 @@ import os
 import runpy
 import signal
 import sys
+from pathlib import Path
 
 # The code of an epoch's end that a signal can land in: the callbacks, Keras' loop and
 # callback list, the context managers that hold stderr's filter, this project's own.
@@ -104,6 +105,13 @@ def install(signal_number, where, lines=None):
 
     setattr(owner, name, patched)
     return counter, lambda: setattr(owner, name, original)
+
+
+def command(signal_name, where, *arguments, script="model_batchnorm.py"):
+    """The command line that runs `script` with `arguments`, stopped by `signal_name`
+    (SIGTERM, SIGINT, SIGKILL, SIGSTOP) at `where`; run it in the project's root."""
+    return [sys.executable, str(Path(__file__)), signal_name, where, "-", script,
+            *map(str, arguments)]
 
 
 def main(argv):
