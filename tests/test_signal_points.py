@@ -1,6 +1,6 @@
 """A signal at a known point, sent by the run to itself (tests/stop_at.py), never raced
 against a timer: before training (the data loading), after it (the evaluation, the
-saving), and at every few lines of Python from an epoch's end to the next epoch's
+saving), and at every fifth traced line of Python from an epoch's end to the next epoch's
 first step. Each time: exit code 143 or 130, and exactly one line on the real stderr
 (file descriptor 2, as a terminal shows it) whose epochs are those the files hold."""
 import json
@@ -17,7 +17,7 @@ FLAGS = ["--epochs", "2", "--batch-size", "50", "--verbose", "0", "--no-plot"]
 # Where the window of the sweep starts: the first callback of an epoch's end after the
 # per-epoch statistics, which come first and only compute.
 EPOCH_END = "machinery.resume.EpochTimer.on_epoch_end"
-STRIDE, SHARDS = 3, 6  # every 3rd line, in 6 tests that each stay within pytest's timeout
+STRIDE, SHARDS = 5, 5  # every 5th line, in 5 tests that each stay within their timeout
 
 
 def run_stopped(data, out, signal_number, where, lines=None):
@@ -72,7 +72,7 @@ def window(tiny_data, tmp_path_factory):  # noqa: F811
     return counter.count
 
 
-@pytest.mark.slow  # about 160 runs in all: .ci/run's slow phase
+@pytest.mark.slow  # about 100 runs in all: .ci/run's slow phase
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_sigterm_at_every_few_lines_of_an_epochs_end_is_exit_143_and_one_agreeing_line(
@@ -90,3 +90,18 @@ def test_sigterm_at_every_few_lines_of_an_epochs_end_is_exit_143_and_one_agreein
         except AssertionError as err:
             failures.append(f"line {line} ({counter.where}): {err}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("call", [1, 2, 3, 4])
+def test_sigterm_as_a_stderr_filter_ends_still_shows_the_one_line(call, tiny_data, tmp_path,
+                                                                   capfd):  # noqa: F811
+    """The run filters TensorFlow's start-up lines four times (the devices, fit's start
+    up to the first epoch's end, the evaluation, the diagnosis); SIGTERM just before a
+    filter gives stderr back must not send the last line into the filter's file."""
+    out = tmp_path / "run"
+    where = f"machinery.quiet.restore_stderr#{call}"
+    assert run_stopped(tiny_data, out, signal.SIGTERM, where)[0] == 143
+    lines = [line for line in capfd.readouterr().err.splitlines() if line]
+    assert len(lines) == 1, lines
+    if " after it ended" not in lines[0]:
+        assert_files_agree(out, stated_epochs(lines[0], "Terminated (SIGTERM)"))
