@@ -1111,6 +1111,23 @@ BUGS = [
         '        what, code = (("Terminated (SIGTERM)", 143) if isinstance(err, TerminationSignal)',
         '        what, code = (("Interrupted", 130) if isinstance(err, TerminationSignal)',
         ("tests/test_signal_points.py::test_a_signal_before_or_after_training_is_its_exit_code_and_one_line[SIGTERM-143-Terminated (SIGTERM)-saving the model]",)),
+    Bug("resumed-seconds-timed",
+        "seconds to a threshold are `-` for a resumed run of a several-rate --compare",
+        "machinery/learning_rates.py",
+        "    if epoch is None or resumed_from > 0 or len(epoch_seconds) < epoch:",
+        "    if epoch is None or len(epoch_seconds) < epoch:",
+        ("tests/test_learning_rates.py::test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did_not_time",)),
+    Bug("layer-inputs-of-ignored",
+        "--layer-inputs-of records the inputs of the layer it names",
+        "machinery/layer_inputs.py",
+        "    return [LayerInputs(probe_batch(x_train, config), args.layer_inputs_of,",
+        '    return [LayerInputs(probe_batch(x_train, config), "dense_1",',
+        ("tests/test_layer_inputs.py::test_another_layers_inputs_end_to_end_with_its_picture[default]",)),
+    Bug("single-run-no-layer-picture",
+        "a single run with --track-layer-inputs draws layer_inputs.png",
+        "machinery/layer_inputs.py",
+        "None if args.no_plot else out / LAYER_INPUTS_PNG)]", "None)]",
+        ("tests/test_layer_inputs.py::test_another_layers_inputs_end_to_end_with_its_picture[default]",)),
 ]
 
 

@@ -179,3 +179,32 @@ def test_a_resumed_run_continues_the_file(data, tmp_path, monkeypatch):
     record = json.loads((tmp_path / "layer_inputs.json").read_text())
     assert record["steps"] == list(range(17))
     assert record["p50"][:8] == first["p50"]
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The lesson's layers as the model summary lists them, by position: conv2d_1 is the 5th.
+CONV2D_1 = 4
+
+
+@pytest.mark.parametrize("flags", [[], ["--fast"], ["--distribute", "mirrored",
+                                                    "--cpu-devices", "2"]],
+                         ids=["default", "fast", "distribute"])
+def test_another_layers_inputs_end_to_end_with_its_picture(flags, data, tmp_path):
+    """--layer-inputs-of conv2d_1 in a single run (pictures on), in a fresh process as a
+    user runs it: its last point is the percentiles of what reaches the second
+    convolution, recomputed from model.keras on the probe batch in training mode."""
+    out = tmp_path / "out"
+    done = run_script("--data-dir", data, "--limit", "500", "--epochs", "1", "--batch-size",
+                      "50", "--verbose", "0", "--layer-inputs-of", "conv2d_1",
+                      "--output-dir", out, *flags)
+    assert done.returncode == 0, done.stderr
+    assert (out / "layer_inputs.png").read_bytes()[:8] == PNG_SIGNATURE
+    record = json.loads((out / "layer_inputs.json").read_text())
+    assert record["layer"] == "conv2d_1" and record["measured"] == "inputs of conv2d_1"
+    assert record["steps"][0] == 0 and record["steps"][-1] == 8  # 400 images, batch 50
+    probe, model = probe_and_model(out, data)
+    assert model.layers[CONV2D_1].name == "conv2d_1"
+    cut = keras.Model(model.inputs[0], model.layers[CONV2D_1].input)
+    expected = np.percentile(np.asarray(cut(probe, training=True)), [15, 50, 85])
+    np.testing.assert_allclose([record[f"p{p}"][-1] for p in (15, 50, 85)], expected,
+                               rtol=1e-4, atol=1e-5)

@@ -168,3 +168,49 @@ def test_an_infinite_loss_stops_the_run_as_a_nan_does(capsys):
         "Diverged: the training loss became inf in epoch 1 at learning rate 0.1; this run "
         "stops here, the others go on.\n")
     assert learning_rates.diverged_at([2.3, 1.1, float("inf"), float("nan")]) == 3
+
+
+def test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did_not_time(
+        data, tmp_path):
+    """Ctrl-C as the last pair's first epoch is backed up (its 10th backup: three epochs
+    for each of three pairs, then one), then the same command: every pair resumes from its
+    own backup, ends with three epochs, and a resumed pair's seconds to a threshold are
+    `-` (its first epochs ran in another process)."""
+    import signal
+    import stop_at
+    from conftest import cli
+    out = tmp_path / "out"
+    argv = ["--compare", "--learning-rate", "0.001", "0.01", "--epochs", "3",
+            "--batch-size", "20", "--no-plot", "--verbose", "0", "--data-dir",
+            str(data), "--output-dir", str(out)]
+    _, undo = stop_at.install(signal.SIGINT, "after:machinery.backup.Backup.on_epoch_end#10")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            assert cli(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        undo()
+    names = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr0.01",
+             "no_batchnorm_lr0.01")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli(argv) == 0
+    resumed = re.findall(r"Resuming from the backup in .*/(\w+[.\d]*)/backup: (\d) epoch",
+                         printed.getvalue())
+    assert resumed == [(name, "3") for name in names[:3]] + [(names[3], "1")]
+    table = [line for line in printed.getvalue().splitlines() if line.startswith("|")]
+    for name in names:
+        run = json.loads((out / name / "run.json").read_text())
+        history = json.loads((out / f"history_{name}.json").read_text())
+        assert len(history["loss"]) == 3 and run["resumed_from_epoch"] == (
+            3 if name != names[3] else 1)
+    for percent in (90, 95, 98):
+        cells = []
+        for name in names:
+            history = json.loads((out / f"history_{name}.json").read_text())
+            reached = [e for e, v in enumerate(history["val_accuracy"], 1) if v >= percent / 100]
+            cells.append("not reached" if not reached else "-")  # every pair was resumed
+        assert f"| seconds to {percent}% validation accuracy | " + " | ".join(cells) + " |" \
+            in table
+    assert any(" - " in line for line in table if line.startswith("| seconds to")), table
