@@ -3,6 +3,7 @@ against a timer: before training (the data loading), after it (the evaluation, t
 saving), and at every fifth traced line of Python from an epoch's end to the next epoch's
 first step. Each time: exit code 143 or 130, and exactly one line on the real stderr
 (file descriptor 2, as a terminal shows it) whose epochs are those the files hold."""
+import contextlib
 import json
 import signal
 
@@ -26,9 +27,14 @@ def run_stopped(data, out, signal_number, where, lines=None):
     counter, undo = stop_at.install(signal_number, where, lines)
     # Python turns SIGINT into KeyboardInterrupt only where it is not ignored (xdist).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # sys.stderr writing to file descriptor 2, as in a process of its own (pytest's capfd
+    # gives it a file of its own, which no redirection of descriptor 2 would reach).
+    descriptor_2 = open(2, "w", closefd=False)
     try:
-        code = cli(["--data-dir", str(data), "--output-dir", str(out), *FLAGS])
+        with contextlib.redirect_stderr(descriptor_2):
+            code = cli(["--data-dir", str(data), "--output-dir", str(out), *FLAGS])
     finally:
+        descriptor_2.flush()
         signal.signal(signal.SIGINT, previous)
         undo()
     return code, counter
