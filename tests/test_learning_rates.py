@@ -172,18 +172,20 @@ def test_an_infinite_loss_stops_the_run_as_a_nan_does(capsys):
 
 def test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did_not_time(
         data, tmp_path):
-    """Ctrl-C as the last pair's first epoch is backed up (its 10th backup: three epochs
-    for each of three pairs, then one), then the same command: every pair resumes from its
-    own backup, ends with three epochs, and a resumed pair's seconds to a threshold are
-    `-` (its first epochs ran in another process)."""
+    """Ctrl-C as the second pair's first epoch is backed up (the 5th backup: four epochs
+    of the first pair, then one), then the same command: the first two pairs resume from
+    their own backups, the others start, all end with four epochs. A resumed pair's
+    seconds to a threshold are `-` (some of its epochs ran in another process, untimed),
+    even where the epochs this process timed would cover it; a fresh pair's are the sum
+    of its epochs' seconds."""
     import signal
     import stop_at
     from conftest import cli
     out = tmp_path / "out"
-    argv = ["--compare", "--learning-rate", "0.001", "0.01", "--epochs", "3",
+    argv = ["--compare", "--learning-rate", "0.001", "0.01", "--epochs", "4",
             "--batch-size", "20", "--no-plot", "--verbose", "0", "--data-dir",
             str(data), "--output-dir", str(out)]
-    _, undo = stop_at.install(signal.SIGINT, "after:machinery.backup.Backup.on_epoch_end#10")
+    _, undo = stop_at.install(signal.SIGINT, "after:machinery.backup.Backup.on_epoch_end#5")
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
@@ -198,19 +200,23 @@ def test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did
         assert cli(argv) == 0
     resumed = re.findall(r"Resuming from the backup in .*/(\w+[.\d]*)/backup: (\d) epoch",
                          printed.getvalue())
-    assert resumed == [(name, "3") for name in names[:3]] + [(names[3], "1")]
+    assert resumed == [(names[0], "4"), (names[1], "1")]
     table = [line for line in printed.getvalue().splitlines() if line.startswith("|")]
-    for name in names:
-        run = json.loads((out / name / "run.json").read_text())
-        history = json.loads((out / f"history_{name}.json").read_text())
-        assert len(history["loss"]) == 3 and run["resumed_from_epoch"] == (
-            3 if name != names[3] else 1)
+    runs = {name: json.loads((out / name / "run.json").read_text()) for name in names}
+    history = {name: json.loads((out / f"history_{name}.json").read_text()) for name in names}
+    assert [runs[n]["resumed_from_epoch"] for n in names] == [4, 1, 0, 0]
+    assert all(len(history[n]["loss"]) == 4 for n in names)
+    assert len(runs[names[1]]["epoch_seconds"]) == 3  # epochs 2 to 4 timed here
+    timed_reach = 0
     for percent in (90, 95, 98):
         cells = []
         for name in names:
-            history = json.loads((out / f"history_{name}.json").read_text())
-            reached = [e for e, v in enumerate(history["val_accuracy"], 1) if v >= percent / 100]
-            cells.append("not reached" if not reached else "-")  # every pair was resumed
+            reached = [e for e, v in enumerate(history[name]["val_accuracy"], 1)
+                       if v >= percent / 100]
+            seconds = runs[name]["epoch_seconds"]
+            cells.append("not reached" if not reached else "-" if runs[name]["resumed_from_epoch"]
+                         else f"{sum(seconds[:reached[0]]):.1f}")
+            timed_reach += name == names[1] and bool(reached) and reached[0] <= len(seconds)
         assert f"| seconds to {percent}% validation accuracy | " + " | ".join(cells) + " |" \
             in table
-    assert any(" - " in line for line in table if line.startswith("| seconds to")), table
+    assert timed_reach, history[names[1]]  # the second pair reached a threshold within the epochs timed here
