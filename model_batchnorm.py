@@ -122,8 +122,7 @@ def make_model(args, batchnorm=True):
         model = build_model(input_shape, args.classes, batchnorm,
                             lambda: norm_class(momentum=args.bn_momentum,
                                                **distribute.norm_options(args)))
-        compile_model(model, fast.STEPS_PER_EXECUTION if args.fast else 1,
-                      args.learning_rate)
+        compile_model(model, fast.steps_per_execution(args), args.learning_rate)
     return distribute.work_around_keras_distribution_bugs(model, args.strategy)
 
 

@@ -272,10 +272,22 @@ def sigterm_as_ctrl_c():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def stderr_unfiltered_at_the_end():
+    """However the block ends, undo a stderr filter (machinery/quiet.py, loaded with
+    TensorFlow) that a signal cut short, so that the last line reaches the user."""
+    try:
+        yield
+    finally:
+        quiet = sys.modules.get("machinery.quiet")
+        if quiet is not None:
+            quiet.restore_stderr()
+
+
 def run(main, argv=None):
     """Call main(argv) for the command line: one-line errors, exit codes, no tracebacks."""
     try:
-        with sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c(), stderr_unfiltered_at_the_end():
             main(argv)
     except Interrupted as err:
         print(err, file=sys.stderr)

@@ -23,6 +23,8 @@ LOST_WORKER_BOUND_S = 30
 # Below this many images per replica, BatchNormalization's batch statistics get noisy
 # (Wu & He 2018, Group Normalization, Fig. 1): a note suggests --sync-bn.
 SMALL_SHARE = 16
+TF_CONFIG_FORM = ('{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                  '"task": {"type": "worker", "index": 0}}')
 RERUN = "start every worker again with the same command: they resume from their backups"
 
 
@@ -57,14 +59,37 @@ def cluster_resolver(port):
     if "TF_CONFIG" not in os.environ and "SLURM_JOB_ID" in os.environ:
         return slurm_resolver(port)
     try:
-        json.loads(os.environ["TF_CONFIG"])
+        config = json.loads(os.environ["TF_CONFIG"])
     except KeyError:
         raise ScriptError("--distribute multiworker needs the cluster in the TF_CONFIG "
                           "environment variable, or a Slurm job: see docs/distributed.md") \
             from None
     except ValueError as err:
         raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see docs/distributed.md") from None
+    problem = tf_config_problem(config)
+    if problem:
+        raise ScriptError(f"TF_CONFIG is JSON but not a cluster ({problem}): set it as "
+                          f"{TF_CONFIG_FORM}, see docs/distributed.md")
     return None  # MultiWorkerMirroredStrategy reads TF_CONFIG itself
+
+
+def tf_config_problem(config):
+    """What makes parsed TF_CONFIG JSON unusable as a cluster (TensorFlow would stop with
+    a traceback), or None: a "cluster" of task types, each with a list of "host:port"
+    addresses, and a "task" naming one of them by type and index."""
+    if not isinstance(config, dict):
+        return f"a JSON {type(config).__name__}, not an object"
+    cluster, task = config.get("cluster"), config.get("task")
+    if not (isinstance(cluster, dict) and cluster and all(
+            isinstance(addresses, list) and addresses
+            and all(isinstance(a, str) for a in addresses) for addresses in cluster.values())):
+        return '"cluster" must map each task type to a list of "host:port" addresses'
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        return f'"task" must name a "type" of the cluster ({", ".join(cluster)})'
+    index, count = task.get("index"), len(cluster[task["type"]])
+    if type(index) is not int or not 0 <= index < count:
+        return f'"task" "index" must be a whole number from 0 to {count - 1}, got {index!r}'
+    return None
 
 
 def make_strategy(name, cpu_devices=2, slurm_port=8888):

@@ -97,6 +97,19 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(tf.reshape(y, shape), self.compute_dtype)
 
 
+def steps_per_execution(args):
+    """Training steps per call into TensorFlow: STEPS_PER_EXECUTION under --fast, except
+    with --sync-bn, whose cross-replica statistics TensorFlow cannot compute inside the
+    loop of several steps (it stops with "You must feed a value for placeholder
+    tensor"): one there, as without --fast."""
+    return STEPS_PER_EXECUTION if args.fast and not args.sync_bn else 1
+
+
+def settings(args):
+    """What run.json records as this run's --fast configuration (None without it)."""
+    return {**SETTINGS, "steps_per_execution": steps_per_execution(args)} if args.fast else None
+
+
 def uint8_batches(images, labels, batch_size, shuffle=False):
     """Batches of uint8 images, scaled to float32 in [0, 1] on the fly and prefetched.
 

@@ -75,7 +75,7 @@ def run_config(args, batchnorm, arrays):
         "seed": args.seed, "deterministic": args.seed is not None,
         "data_dir": str(args.data_dir) if args.data_dir else None,
         "image_preparation": args.image_preparation,
-        "fast": fast.SETTINGS if args.fast else None,
+        "fast": fast.settings(args),
         "precision": args.precision,
         "distribute": args.distribute, "sync_bn": args.sync_bn,
         "replicas": args.strategy.num_replicas_in_sync if args.strategy else 1,

@@ -28,6 +28,11 @@ STARTUP_NOISE = (
 )
 
 
+# The real stderr (a duplicate of descriptor 2) of each filter now in place, outermost
+# first: a signal can cut a filter's ending short, and restore_stderr() then finishes it.
+REAL_STDERR = []
+
+
 @contextlib.contextmanager
 def filtered_stderr(noise=STARTUP_NOISE):
     """Drop the known start-up lines from file descriptor 2; pass every other line on."""
@@ -38,18 +43,33 @@ def filtered_stderr(noise=STARTUP_NOISE):
         yield
         return
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
         try:
+            REAL_STDERR.append(saved)  # before the redirection: a signal finds it listed
+            os.dup2(captured.fileno(), 2)
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            restore_stderr(saved)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(True):
                 if not any(text in line for text in noise):
                     sys.stderr.write(line)
             sys.stderr.flush()
+
+
+def restore_stderr(saved=None):
+    """Point descriptor 2 back at the stderr the filter of `saved` (every filter, if None)
+    found, closing the filters inside it. Safe to call again: the command line calls it
+    before its last line, in case a signal cut the ending of a filter short (a Ctrl-C or
+    SIGTERM landing there would otherwise send that line into the filter's file)."""
+    if saved is not None and saved not in REAL_STDERR:
+        return
+    outermost = REAL_STDERR.index(saved) if saved is not None else 0
+    if outermost >= len(REAL_STDERR):
+        return
+    sys.stderr.flush()
+    os.dup2(REAL_STDERR[outermost], 2)
+    while len(REAL_STDERR) > outermost:
+        os.close(REAL_STDERR.pop())
 
 
 @contextlib.contextmanager

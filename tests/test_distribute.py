@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT, cli, error_lines, run_on_free_ports, run_script
 from machinery import distribute, startup
 from machinery.quiet import tf
+from test_readme_errors import assert_whole_line, readme_row
 
 SMALL = ["--epochs", "1", "--no-plot", "--verbose", "2"]
 
@@ -92,6 +93,36 @@ def test_malformed_tf_config_is_one_line_error(tf_config, capsys, monkeypatch, t
         why = str(err)
     line = tf_config_error(capsys, tmp_path)
     assert line.startswith(f"error: TF_CONFIG is not valid JSON ({why}): see docs/distributed.md")
+
+
+WRONG_SHAPES = {
+    "a list": ("[1, 2]", "a JSON list, not an object"),
+    "no cluster": ('{"task": {"type": "worker", "index": 0}}',
+                   '"cluster" must map each task type to a list of "host:port" addresses'),
+    "an address, not a list": ('{"cluster": {"worker": "127.0.0.1:1"}, '
+                               '"task": {"type": "worker", "index": 0}}',
+                               '"cluster" must map each task type to a list of "host:port" '
+                               'addresses'),
+    "a task type the cluster lacks": (
+        '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+        '"task" must name a "type" of the cluster (worker)'),
+    "an index past the end": (
+        '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, '
+        '"task": {"type": "worker", "index": 2}}',
+        '"task" "index" must be a whole number from 0 to 1, got 2'),
+}
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES)
+def test_tf_config_of_the_wrong_shape_is_one_line_naming_the_problem_and_the_form(
+        shape, capsys, monkeypatch, tmp_path):
+    tf_config, problem = WRONG_SHAPES[shape]
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    line = tf_config_error(capsys, tmp_path)
+    (template,), code = readme_row("a `TF_CONFIG` that is JSON but not a cluster")
+    assert code == 1
+    assert_whole_line(template, line, **{"(...)": f"({problem})"})
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 class FakeMultiWorker(tf.distribute.MultiWorkerMirroredStrategy):

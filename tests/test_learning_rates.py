@@ -15,6 +15,7 @@ import model_batchnorm as mb
 from conftest import run_script
 from test_readme_errors import check_row
 from machinery import cli as machinery_cli
+from machinery import learning_rates
 
 PAIRS = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr1e+06",
          "no_batchnorm_lr1e+06")
@@ -161,3 +162,73 @@ def test_without_the_study_flags_a_run_prints_only_the_lessons_lines(data, tmp_p
     for form, line in zip(forms, lines):
         assert re.fullmatch(form, line), (form, line)
     assert not (out / "layer_inputs.json").exists()
+
+
+def test_an_infinite_loss_stops_the_run_as_a_nan_does(capsys):
+    """A loss that overflows to inf, never NaN: squared errors of targets of 1e30 exceed
+    float32's largest number (3.4e38) in the first step, while every gradient and weight
+    stays a number. The run stops after that epoch with the line; the table's column
+    counts the first infinite epoch as the divergence."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.1), loss="mean_squared_error")
+    stop = learning_rates.StopOnDivergence(0.1)
+    history = model.fit(np.ones((8, 1), "float32"), np.full((8, 1), 1e30, "float32"),
+                        epochs=3, batch_size=8, verbose=0, callbacks=[stop]).history
+    assert history["loss"] == [float("inf")]  # one epoch, and infinite, not NaN
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert capsys.readouterr().out == (
+        "Diverged: the training loss became inf in epoch 1 at learning rate 0.1; this run "
+        "stops here, the others go on.\n")
+    assert learning_rates.diverged_at([2.3, 1.1, float("inf"), float("nan")]) == 3
+
+
+def test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did_not_time(
+        data, tmp_path):
+    """Ctrl-C as the second pair's first epoch is backed up (the 5th backup: four epochs
+    of the first pair, then one), then the same command: the first two pairs resume from
+    their own backups, the others start, all end with four epochs. A resumed pair's
+    seconds to a threshold are `-` (some of its epochs ran in another process, untimed),
+    even where the epochs this process timed would cover it; a fresh pair's are the sum
+    of its epochs' seconds."""
+    import signal
+    import stop_at
+    from conftest import cli
+    out = tmp_path / "out"
+    argv = ["--compare", "--learning-rate", "0.001", "0.01", "--epochs", "4",
+            "--batch-size", "20", "--no-plot", "--verbose", "0", "--data-dir",
+            str(data), "--output-dir", str(out)]
+    _, undo = stop_at.install(signal.SIGINT, "after:machinery.backup.Backup.on_epoch_end#5")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            assert cli(argv) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        undo()
+    names = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr0.01",
+             "no_batchnorm_lr0.01")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli(argv) == 0
+    resumed = re.findall(r"Resuming from the backup in .*/(\w+[.\d]*)/backup: (\d) epoch",
+                         printed.getvalue())
+    assert resumed == [(names[0], "4"), (names[1], "1")]
+    table = [line for line in printed.getvalue().splitlines() if line.startswith("|")]
+    runs = {name: json.loads((out / name / "run.json").read_text()) for name in names}
+    history = {name: json.loads((out / f"history_{name}.json").read_text()) for name in names}
+    assert [runs[n]["resumed_from_epoch"] for n in names] == [4, 1, 0, 0]
+    assert all(len(history[n]["loss"]) == 4 for n in names)
+    assert len(runs[names[1]]["epoch_seconds"]) == 3  # epochs 2 to 4 timed here
+    timed_reach = 0
+    for percent in (90, 95, 98):
+        cells = []
+        for name in names:
+            reached = [e for e, v in enumerate(history[name]["val_accuracy"], 1)
+                       if v >= percent / 100]
+            seconds = runs[name]["epoch_seconds"]
+            cells.append("not reached" if not reached else "-" if runs[name]["resumed_from_epoch"]
+                         else f"{sum(seconds[:reached[0]]):.1f}")
+            timed_reach += name == names[1] and bool(reached) and reached[0] <= len(seconds)
+        assert f"| seconds to {percent}% validation accuracy | " + " | ".join(cells) + " |" \
+            in table
+    assert timed_reach, history[names[1]]  # the second pair reached a threshold within the epochs timed here

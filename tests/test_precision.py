@@ -3,7 +3,6 @@ saved in float32, as accurate as float32 on real handwriting; and the per-epoch 
 seconds beside the wall seconds."""
 import json
 import statistics
-import time
 
 import keras
 import numpy as np
@@ -53,18 +52,60 @@ def test_precision_is_part_of_the_resume_key():
     assert resume.differences(older, bfloat16) == ["precision 'float32' -> 'bfloat16'"]
 
 
-def test_epoch_timer_records_cpu_seconds_beside_wall_seconds():
-    timer = resume.EpochTimer()
-    timer.on_epoch_begin(0)
-    time.sleep(0.3)  # waiting: wall time passes, CPU time does not
-    timer.on_epoch_end(0)
-    timer.on_epoch_begin(1)
-    end = time.process_time() + 0.2
-    while time.process_time() < end:  # working: CPU time keeps up with wall time
-        pass
-    timer.on_epoch_end(1)
-    assert timer.seconds[0] >= 0.3 and timer.cpu_seconds[0] < 0.05
-    assert timer.cpu_seconds[1] >= 0.2
+class Clocks:
+    """Stand-ins for the time module's two clocks, each a step further at every reading:
+    the wall clock by 10 s, the process's CPU clock by 1 s."""
+
+    def __init__(self):
+        self.wall, self.cpu = 100.0, 50.0
+
+    def perf_counter(self):
+        self.wall += 10
+        return self.wall
+
+    def process_time(self):
+        self.cpu += 1
+        return self.cpu
+
+
+def test_run_json_records_each_epochs_cpu_seconds_beside_its_wall_seconds(
+        monkeypatch, data_dir, tmp_path):
+    """A real run whose epoch timer reads the clocks above: each epoch reads each clock
+    once as it begins and once as it ends, so 10 wall seconds and 1 CPU second."""
+    monkeypatch.setattr(resume, "time", Clocks())
+    out = tmp_path / "out"
+    mb.main(["--epochs", "2", "--limit", "300", "--batch-size", "60", "--no-plot",
+             "--verbose", "0", "--data-dir", str(data_dir), "--output-dir", str(out)])
+    run = json.loads((out / "run.json").read_text())
+    assert run["epoch_seconds"] == [10.0, 10.0]
+    assert run["epoch_cpu_seconds"] == [1.0, 1.0]
+    assert run["training_seconds"] == 20.0
+    assert run["training_images_per_second"] == 240 * 2 / 20  # 300 images less 20%
+
+
+@pytest.mark.parametrize("path", [[], ["--fast"]], ids=["default", "fast"])
+def test_bfloat16_training_computes_in_bfloat16_on_both_paths(path, monkeypatch, data_dir,
+                                                               tmp_path):
+    """What the Dense layers receive inside fit's own training step, and the weights the
+    trained model holds: bfloat16 arithmetic on float32 variables (Keras'
+    mixed_bfloat16), on the default path as under --fast; a float32 run computes in
+    float32."""
+    monkeypatch.setattr(fast, "cpu_flags", lambda: {"avx512_bf16"})  # any CPU here
+    seen, dense_call = [], keras.layers.Dense.call
+
+    def call(self, inputs, training=None):
+        seen.append(keras.backend.standardize_dtype(inputs.dtype))
+        return dense_call(self, inputs, training=training)
+
+    monkeypatch.setattr(keras.layers.Dense, "call", call)
+    for precision in ("bfloat16", "float32"):
+        seen.clear()
+        result = mb.main([*path, "--precision", precision, "--epochs", "1", "--limit", "200",
+                          "--batch-size", "40", "--no-plot", "--verbose", "0", "--data-dir",
+                          str(data_dir), "--output-dir", str(tmp_path / precision)])
+        assert result["config"]["precision"] == precision
+        assert seen and set(seen) == {precision}, seen
+        assert {v.dtype for v in result["model"].trainable_variables} == {"float32"}
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,14 @@ plotting command. Marked `pythons`; part of the main suite too. Imports no Tenso
 and nothing that only the main suite's Python installs (mlxtend)."""
 import importlib.metadata
 import json
-import signal
 import subprocess
 import sys
 
 import pytest
 
 from testdata import synthetic
-from conftest import ROOT, as_from_a_terminal, run_script, stopped_after_first_epoch
+import stop_at
+from conftest import ROOT, as_from_a_terminal, run_script
 
 pytestmark = pytest.mark.pythons
 
@@ -62,17 +62,18 @@ def test_a_smoke_run_writes_its_files_and_pictures_and_the_plot_command_draws(da
 
 
 def test_a_run_stopped_by_sigterm_resumes_from_its_backup(data, tmp_path):
+    """SIGTERM sent by the run to itself as epoch 1's backup is written (tests/stop_at.py):
+    a signal that cannot come after the run has ended."""
     out = tmp_path / "out"
     argv = ["--epochs", "3", "--batch-size", "50", "--verbose", "2", "--no-plot",
             "--data-dir", str(data), "--output-dir", str(out)]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "model_batchnorm.py"), *argv], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=as_from_a_terminal)
-    code, _, stderr = stopped_after_first_epoch(process, out, signal.SIGTERM)
-    assert code == 143, stderr
-    done = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
-    assert f"Terminated (SIGTERM) after {done} completed epoch(s)" in stderr
+    done = subprocess.run(
+        stop_at.command("SIGTERM", "after:machinery.backup.Backup.on_epoch_end", *argv),
+        capture_output=True, text=True, cwd=ROOT, timeout=240, preexec_fn=as_from_a_terminal)
+    assert done.returncode == 143, done.stderr
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    assert "Terminated (SIGTERM) after 1 completed epoch(s)" in done.stderr
     again = run_script(*argv)
     assert again.returncode == 0, again.stderr
-    assert f"{done} epoch(s) already done" in again.stdout
+    assert "1 epoch(s) already done" in again.stdout
     assert len(json.loads((out / "history.json").read_text())["loss"]) == 3

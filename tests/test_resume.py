@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
+import stop_at
 from testdata import synthetic
 from conftest import (ROOT, as_from_a_terminal, cli, error_lines, run_script,
-                      stopped_after_first_epoch, wait_for_first_backup)
+                      stopped_after_first_epoch)
 from test_readme_errors import assert_whole_line, readme_row
 
 # Enough steps per epoch (48 of 50 images) that a signal lands inside an epoch.
@@ -39,14 +40,16 @@ def epochs_logged(out):
 
 
 def test_killed_run_resumes_where_it_stopped(slow_data, tmp_path):
+    """SIGKILL sent by the run to itself as epoch 1's backup is written (tests/stop_at.py):
+    a kill that cannot come after the run has ended."""
     out = tmp_path / "run"
     argv = ["--epochs", "3", "--data-dir", slow_data, "--output-dir", out, *SLOW]
-    process = start(*argv)
-    wait_for_first_backup(process, out)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
+    killed = subprocess.run(
+        stop_at.command("SIGKILL", "after:machinery.backup.Backup.on_epoch_end", *argv),
+        capture_output=True, cwd=ROOT, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     done_before = json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"]
-    assert 1 <= done_before < 3
+    assert done_before == 1
 
     again = run_script(*argv)
     assert again.returncode == 0, again.stderr

@@ -15,16 +15,16 @@ from test_readme_errors import readme_row
 MOMENTUM = 0.5  # the moving statistics move halfway to the batch's in one step
 
 
-def one_step(path):
+def one_step(path, *extra):
     """In a fresh process (logical devices are set before TensorFlow starts): the
     lesson's model under --distribute mirrored on two CPU devices with --sync-bn, one
     step on a global batch of 8 whose halves (one per replica) differ; saves the batch,
     the first convolution's starting weights and the first BatchNormalization's moving
-    statistics after the step."""
+    statistics after the step. `extra`: more flags (--fast)."""
     import model_batchnorm as mb
     from machinery import cli as flags
     args = flags.parse_args(["--distribute", "mirrored", "--cpu-devices", "2", "--sync-bn",
-                             "--bn-momentum", str(MOMENTUM), "--batch-size", "8"],
+                             "--bn-momentum", str(MOMENTUM), "--batch-size", "8", *extra],
                             dict(epochs=1, batch_size=8, validation_split=0.2, verbosity=0))
     args.classes, args.strategy = 10, distribute.make_strategy("mirrored", 2)
     model = mb.make_model(args)
@@ -37,10 +37,12 @@ def one_step(path):
              variance=np.asarray(norm.moving_variance))
 
 
-def test_sync_bn_moving_statistics_are_those_of_the_whole_global_batch(tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--fast"]], ids=["default", "fast"])
+def test_sync_bn_moving_statistics_are_those_of_the_whole_global_batch(flags, tmp_path):
+    """--fast's fused layer hands a synchronised layer to Keras' own: the same numbers."""
     path = tmp_path / "step.npz"
     code = f"import sys; sys.path[:0] = {[str(ROOT), str(ROOT / 'tests')]!r}; " \
-           f"import test_sync_bn; test_sync_bn.one_step({str(path)!r})"
+           f"import test_sync_bn; test_sync_bn.one_step({str(path)!r}, *{flags!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
