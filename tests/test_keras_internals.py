@@ -86,6 +86,8 @@ def test_a_keras_pipeline_shaped_otherwise_is_left_as_it_is_with_one_line(
     (line,) = capsys.readouterr().out.splitlines()
     assert line.startswith(NOTE) and "ArrayDataAdapter.get_tf_dataset" in line
     assert "pause" in line and "no number changes" in line
+    troubleshooting = " ".join((ROOT / "docs" / "troubleshooting.md").read_text().split())
+    assert f"`{line}`" in troubleshooting  # the line the docs show
 
 
 class AnotherKerasModel:
