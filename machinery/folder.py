@@ -152,7 +152,7 @@ def take_lock(out):
         raise ScriptError(f"another run is using {out} ({holder(out)}): wait for it to end, "
                           "or choose another --output-dir") from None
     if not soft_lock():
-        with open(out / LOCK, "r+b") as file:
+        with contextlib.suppress(OSError), open(out / LOCK, "r+b") as file:  # else: unnamed
             file.seek(HOLDER_AT)
             file.write(f"PID {os.getpid()} on {socket.gethostname()}, started {now()}\n"
                        .encode())

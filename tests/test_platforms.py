@@ -133,3 +133,41 @@ def test_predict_works_without_fcntl(smoke_run, tmp_path):
     done = as_on_windows("--predict", out, image)
     assert done.returncode == 0, done.stderr
     assert f"{image}: " in done.stdout
+
+
+def replace_refused(times, monkeypatch):
+    """os.replace fails `times` times as Windows' does while another process holds the
+    target open, then works; the calls made."""
+    calls, real = [], os.replace
+
+    def replace(source, target):
+        calls.append(target)
+        if len(calls) <= times:
+            raise PermissionError(13, "The process cannot access the file", str(target))
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+def test_on_windows_a_file_held_open_elsewhere_is_replaced_once_it_is_closed(
+        monkeypatch, tmp_path):
+    from machinery import outputs
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(outputs.time, "sleep", lambda seconds: None)
+    calls = replace_refused(3, monkeypatch)
+    outputs.write_json(tmp_path / "run.json", {"epochs": 2})
+    assert len(calls) == 4
+    assert (tmp_path / "run.json").read_text() == '{\n  "epochs": 2\n}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_elsewhere_a_refused_replace_is_reported_at_once(monkeypatch, tmp_path):
+    from machinery import outputs
+    from machinery.errors import ScriptError
+    monkeypatch.setattr(sys, "platform", "linux")
+    calls = replace_refused(1, monkeypatch)
+    with pytest.raises(ScriptError):  # a missing permission: one line (errors.environmental)
+        outputs.write_json(tmp_path / "run.json", {"epochs": 2})
+    assert len(calls) == 1
+    assert list(tmp_path.iterdir()) == []
