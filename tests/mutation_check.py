@@ -1130,6 +1130,16 @@ BUGS = [
         "machinery/outputs.py",
         '            if sys.platform != "win32" or attempt == attempts - 1:', "            if True:",
         ("tests/test_platforms.py::test_on_windows_a_file_held_open_elsewhere_is_replaced_once_it_is_closed",)),
+    Bug("licence-unnamed",
+        "the README names the LICENSE",
+        "README.md",
+        "([LICENSE](LICENSE))", "(LICENSE)",
+        ("tests/test_licence.py::test_the_code_is_mit_licensed_and_the_readme_says_so",)),
+    Bug("archived-lesson-unlinked",
+        "the lesson's archived address beside the original",
+        "README.md",
+        "(2020; [archived copy](https://github.com/", "(2020; archived copy (https://github.com/",
+        ("tests/test_licence.py::test_the_readme_gives_the_lessons_archived_address_beside_the_original",)),
 ]
 
 
