@@ -171,3 +171,17 @@ def test_elsewhere_a_refused_replace_is_reported_at_once(monkeypatch, tmp_path):
         outputs.write_json(tmp_path / "run.json", {"epochs": 2})
     assert len(calls) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_lock_and_its_file_are_gone_when_a_run_ends_however_it_ends(tmp_path):
+    from machinery import folder
+    out = tmp_path / "out"
+    out.mkdir()
+    with folder.locked(out):
+        assert (out / "run.lock").exists()
+    assert list(out.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), folder.locked(out):
+        raise KeyboardInterrupt  # Ctrl-C
+    assert list(out.iterdir()) == []
+    with folder.locked(out):  # free again
+        pass
