@@ -1141,6 +1141,11 @@ BUGS = [
         "README.md",
         "(2020; [archived copy](https://github.com/", "(2020; archived copy (https://github.com/",
         ("tests/test_licence.py::test_the_readme_gives_the_lessons_archived_address_beside_the_original",)),
+    Bug("fast-needs-renorm",
+        "--fast works with the Keras every Python the README names gets (3.10's has no renorm)",
+        "machinery/fast.py",
+        'getattr(self, "renorm", False)', "self.renorm",
+        ("tests/test_fast.py::test_fused_layer_works_on_a_keras_whose_batchnormalization_has_no_renorm",)),
 ]
 
 
