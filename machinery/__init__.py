@@ -19,7 +19,7 @@ learning_rates  --learning-rate: several under --compare, divergence, both clock
 layer_inputs    --track-layer-inputs: a layer's input percentiles during training
 fast            --fast: the same computation, executed faster
 distribute      --distribute: tf.distribute strategies, Slurm, lost workers, --sync-bn
-keras_internals the only use of Keras' and TensorFlow's internals, version-checked
+keras_internals the only use of Keras' and TensorFlow's internals, each checked at run time
 images          the one preparation of an image file, for the converter and --predict
 predict         --predict: a trained model on your own image files, read-only
 

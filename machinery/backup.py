@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from machinery import outputs
+from machinery import keras_internals, outputs
 from machinery.errors import ScriptError
 from machinery.quiet import keras
 
@@ -179,9 +179,9 @@ class Backup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.resume_at:
-            # Keras' own BackupAndRestore tells fit where to start the same way.
-            self.model._initial_epoch = load(self.model, self.folder, self.params.get("steps"),
-                                             self.resume_at)
+            keras_internals.start_fit_at(
+                self.model, load(self.model, self.folder, self.params.get("steps"),
+                                 self.resume_at))
 
     def on_epoch_end(self, epoch, logs=None):
         save(self.model, self.folder, epoch + 1)

@@ -2,17 +2,24 @@
 
 A manifest (manifest.json) marks the folder's files as this script's; a folder holding
 anything else, or a finished run, is refused rather than overwritten. An exclusive
-lock (fcntl.flock on run.lock) keeps a second run out for the first one's whole life;
-the kernel drops it when the process ends, however it ends, so no lock goes stale.
+lock on run.lock (filelock: flock on Linux and macOS, LockFileEx on Windows) keeps a
+second run out for the first one's whole life; the operating system drops it when the
+process ends, however it ends, so no lock goes stale.
 """
 import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
 import socket
 import time
+import warnings
+
+with warnings.catch_warnings():
+    # Without fcntl outside Windows, filelock warns that only its soft lock (a lock file
+    # naming its holder's PID and host) is left; that lock still refuses a second run.
+    warnings.simplefilter("ignore")
+    import filelock
 
 from machinery import compare, layer_inputs, outputs
 from machinery.learning_rates import DEFAULT
@@ -110,50 +117,60 @@ def write_manifest(out, **fields):
         outputs.write_json(out / MANIFEST, manifest)
 
 
-def open_lock(path):
-    """The lock file's descriptor, and whether this call created it."""
-    while True:
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
-        except FileExistsError:
-            with contextlib.suppress(FileNotFoundError):  # its holder just removed it
-                return os.open(path, os.O_RDWR), False
+# Byte 0 of run.lock is the one Windows' LockFileEx locks, which no other handle may read
+# or write while it is held; the holder's line follows it.
+HOLDER_AT = 1
+
+
+def soft_lock():
+    """filelock's lock without fcntl or Windows: it writes its own holder record."""
+    return not issubclass(filelock.FileLock, (filelock.UnixFileLock, filelock.WindowsFileLock))
+
+
+def holder(out):
+    """Who holds run.lock in `out`, as its holder wrote it; 'starting up' until it has."""
+    try:
+        with open(out / LOCK, "rb") as file:
+            if soft_lock():  # filelock's record: PID, host, ...
+                pid, host = file.read(500).decode(errors="replace").split("\n")[:2]
+                return f"PID {pid} on {host}"
+            file.seek(HOLDER_AT)
+            return file.read(500).decode(errors="replace").strip("\0\n ") or "starting up"
+    except (OSError, ValueError):
+        return "starting up"
 
 
 def take_lock(out):
-    """flock run.lock, or stop with one line naming its holder. A run.lock of a folder
-    without this script's manifest is someone else's file: refused, never written."""
-    path = out / LOCK
-    while True:
-        fd, created = open_lock(path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 500).decode(errors="replace").strip() or "starting up"
-            os.close(fd)
-            raise ScriptError(f"another run is using {out} ({holder}): wait for it to end, "
-                              "or choose another --output-dir") from None
-        if not created and read_manifest(out) is None:
-            os.close(fd)
-            refuse_foreign(out, None)
-        # The holder deletes the file as it ends: if we locked that deleted file, retry.
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        os.close(fd)
+    """Lock run.lock, or stop with one line naming its holder. A run.lock of a folder
+    without this script's manifest is someone else's file: refused, never locked."""
+    if (out / LOCK).exists() and read_manifest(out) is None:
+        refuse_foreign(out, None)
+    lock = filelock.FileLock(out / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ScriptError(f"another run is using {out} ({holder(out)}): wait for it to end, "
+                          "or choose another --output-dir") from None
+    if not soft_lock():
+        with contextlib.suppress(OSError), open(out / LOCK, "r+b") as file:  # else: unnamed
+            file.seek(HOLDER_AT)
+            file.write(f"PID {os.getpid()} on {socket.gethostname()}, started {now()}\n"
+                       .encode())
+    return lock
 
 
 @contextlib.contextmanager
 def locked(out):
     """Hold run.lock in `out` for the block, with who holds it written inside."""
-    fd = take_lock(out)
+    lock = take_lock(out)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}, started {now()}\n".encode())
         yield
     finally:
-        (out / LOCK).unlink(missing_ok=True)
-        os.close(fd)
+        # flock's file goes while still locked: a run waiting on it then sees it gone and
+        # makes a new one (filelock checks). Windows' and the soft lock delete their own.
+        if isinstance(lock, filelock.UnixFileLock):
+            (out / LOCK).unlink(missing_ok=True)
+        lock.release()
 
 
 def finish(out, started, rates):

@@ -4,6 +4,8 @@ import hashlib
 import json
 import os
 import platform
+import sys
+import time
 
 import numpy as np
 
@@ -31,13 +33,26 @@ def partial_name(name):
     return f"{stem}.partial{dot}{suffix}"
 
 
+def replace(partial, path, attempts=50):
+    """os.replace. Windows refuses to replace a file another process holds open (a
+    --predict reading model.keras, a viewer, a virus scanner) until it is closed: there,
+    try again for up to 5 s before giving up."""
+    for attempt in range(attempts):
+        try:
+            return os.replace(partial, path)
+        except PermissionError:
+            if sys.platform != "win32" or attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
 def write_atomically(path, write):
     """write(temporary path), then rename it to `path`: a crash never leaves half a file,
     and a failure leaves no temporary one. A full disk or a read-only folder is one line."""
     partial = path.with_name(partial_name(path.name))
     try:
         write(partial)
-        os.replace(partial, path)
+        replace(partial, path)
     except BaseException as err:
         partial.unlink(missing_ok=True)
         fault = environmental(err, path)

@@ -177,3 +177,14 @@ def test_fast_run_writes_the_same_files_and_learns(keras_cache, tmp_path):
     x = mb.preprocess(synthetic.make_arrays(train=1, test=8, seed=3)["test_imgs"])
     np.testing.assert_allclose(reloaded.predict(x, verbose=0),
                                result["model"].predict(x, verbose=0), atol=1e-5)
+
+
+def test_fused_layer_works_on_a_keras_whose_batchnormalization_has_no_renorm():
+    # Python 3.10 gets Keras 3.12, whose BatchNormalization has no renorm attribute.
+    shape = (20, 6, 6, 4)
+    plain, fused = layer_pair(shape)
+    vars(fused).pop("renorm", None)
+    assert not hasattr(fused, "renorm")
+    x = np.random.default_rng(1).normal(1.0, 2.0, shape).astype("float32")
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True),
+                               rtol=1e-4, atol=1e-4)

@@ -19,11 +19,11 @@ def test_ci_runs_exactly_the_readme_test_command():
                 if line and not line.startswith("#")]
     test_command = next(c for c in commands_in_readme() if "pytest" in c)
     assert ci_lines[-1] == test_command
-    assert "venv" in test_command and "tests/requirements.txt" in test_command
+    assert "venv" in test_command and "-r tests/requirements.lock" in test_command
 
 
 def test_readme_gives_the_faithful_run_command_without_flags():
-    run = next(c for c in commands_in_readme() if "requirements.txt &&" in c
+    run = next(c for c in commands_in_readme() if "-r requirements.lock &&" in c
                and "pytest" not in c)
     assert run.endswith("python model_batchnorm.py")
 

@@ -284,16 +284,17 @@ def test_a_folder_another_run_is_using(capsys, keras_cache, tmp_path):
     out = tmp_path / "outputs"
     out.mkdir()
     # flock belongs to an open file description: this process's own second take of
-    # run.lock is refused just as another process's would be.
+    # run.lock is refused just as another process's would be. Byte 0 is the lock's own
+    # (Windows locks it); the holder's line follows.
     with folder.claimed(out):
-        holder = (out / "run.lock").read_text().strip()
+        holder = (out / "run.lock").read_bytes()[1:].decode().strip()
         started = re.fullmatch(r"PID \d+ on .+, started (.+)", holder)
         assert started, holder
         check_row(capsys, "an output folder another run is using",
                   [*ONE_EPOCH, "--output-dir", out],
                   **{"outputs": out, "<pid>": os.getpid(), "<host>": socket.gethostname(),
                      "<time>": started.group(1)})
-        assert (out / "run.lock").read_text().strip() == holder  # the first run's, still
+        assert (out / "run.lock").read_bytes()[1:].decode().strip() == holder  # the first's
 
 
 HALF_WRITTEN = []
