@@ -106,7 +106,27 @@ def tensorboard(args, out):
     logs = args.output_dir / LOGS_DIR
     if out != args.output_dir:  # a --compare variant's sub-folder
         logs = logs / out.name
-    return [keras.callbacks.TensorBoard(str(logs), histogram_freq=1, write_graph=True)]
+    return [keras.callbacks.TensorBoard(str(logs), histogram_freq=0, write_graph=True),
+            WeightHistograms(logs / "train")]
+
+
+class WeightHistograms(keras.callbacks.Callback):
+    """Each weight's histogram after every epoch, tagged by its path (model/layer/weight).
+    Keras' own histograms are tagged by the bare weight name in some Keras 3 releases
+    (the one Python 3.10 gets among them), where the five BatchNormalization layers'
+    `moving_mean`s would share one tag."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder, self.writer = folder, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(str(self.folder))
+        with self.writer.as_default():
+            for weight in self.model.weights:
+                tf.summary.histogram(f"{weight.path}/histogram", weight, step=epoch)
+        self.writer.flush()
 
 
 def balanced_accuracy(y_true, y_pred):

@@ -118,15 +118,23 @@ def test_labels_use_the_characters_with_a_cjk_font(monkeypatch):
 
 
 def test_matplotlibs_last_resort_font_never_counts_as_covering(monkeypatch):
-    """Whatever fonts this machine has: matplotlib's own Last Resort font (a box for every
-    character, so its charmap covers the hiragana) is the only font on offer here; under
-    its own name it must not count, under another name the same file does."""
+    """matplotlib's Last Resort font has a box for every character, so its charmap covers
+    the hiragana; under its own name it must not count, under another name the same file
+    does. The file is a stand-in whose charmap covers every character (not every
+    matplotlib release ships the real one)."""
     import dataclasses
-    import matplotlib
-    from matplotlib import font_manager
-    last_resort = font_manager.FontEntry(
-        fname=str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "LastResortHE-Regular.ttf"),
-        name="Last Resort High-Efficiency")
+    from matplotlib import font_manager, ft2font
+
+    class EveryCharacter:
+        def __init__(self, fname):
+            self.fname = fname
+
+        def get_charmap(self):
+            return {code: 1 for code in range(0x3000, 0x3100)}  # CJK symbols, hiragana
+
+    monkeypatch.setattr(ft2font, "FT2Font", EveryCharacter)
+    last_resort = font_manager.FontEntry(fname="LastResortHE-Regular.ttf",
+                                         name="Last Resort High-Efficiency")
     for name, expected in (("Last Resort High-Efficiency", None), ("Any Other", "Any Other")):
         entry = dataclasses.replace(last_resort, name=name)
         monkeypatch.setattr(font_manager.fontManager, "ttflist", [entry])
