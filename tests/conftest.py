@@ -199,3 +199,57 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings",
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+# Whole training runs that each took 8 s or more of the main suite, or share a module
+# fixture that does (pytest --durations=70, the 2-core AMD EPYC, 2026-12-03). .ci/run runs
+# the main suite on three Pythons and the slow tests once, so these run in its slow
+# phase (`pytest -m slow`); the mutation check runs its chosen tests whatever their marks.
+WHOLE_TRAINING_RUNS = {
+    "test_batchnorm_stats.py": {
+        "test_default_run_on_real_digits_names_the_lag_after_the_test_line",
+        "test_each_remedy_on_real_digits_reaches_95_percent_without_a_note",
+        "test_tracked_history_holds_batch_statistics_per_epoch"},
+    "test_cli.py": {"test_script_prints_the_test_line_and_writes_the_files",
+                    "test_verbose_is_1_on_a_terminal"},
+    "test_datasets.py": {"test_mnist_runs_end_to_end_through_keras_cache",
+                         "test_fashion_mnist_runs_end_to_end_through_keras_own_loader",
+                         "test_tensorboard_logs_hold_the_epoch_scalars_per_variant"},
+    "test_distribute.py": {"test_mirrored_trains_on_three_logical_cpu_devices_with_the_global_batch"},
+    "test_fast.py": {"test_fast_run_writes_the_same_files_and_learns"},
+    "test_faults.py": {"test_a_second_run_on_the_same_folder_is_refused_and_no_lock_outlives_a_kill",
+                       "test_a_disk_that_fills_while_the_results_are_saved_loses_no_epoch",
+                       "test_a_disk_that_fills_at_the_first_backup_is_one_line"},
+    "test_keras_internals.py": {
+        "test_a_smoke_run_on_a_keras_without_the_patched_internal_completes_with_one_note",
+        "test_without_autotuning_the_lesson_computes_exactly_the_same_numbers"},
+    "test_layer_inputs.py": {"test_another_layers_inputs_end_to_end_with_its_picture"},
+    "test_learning_rates.py": {
+        "test_every_pair_trains_in_its_own_folder_at_its_rate_from_the_same_seed",
+        "test_predict_on_the_top_folder_names_the_pairs_sub_folders",
+        "test_a_diverging_run_stops_with_one_line_and_the_others_go_on",
+        "test_the_table_has_a_column_per_pair_both_clocks_and_says_which_diverged",
+        "test_the_plain_variants_percentiles_match_a_recomputation_too",
+        "test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did_not_time",
+        "test_without_the_study_flags_a_run_prints_only_the_lessons_lines"},
+    "test_platforms.py": None,  # every test: the product as Windows would import it
+    "test_precision.py": {"test_bfloat16_training_computes_in_bfloat16_on_both_paths"},
+    "test_predict.py": {
+        "test_predict_agrees_with_the_models_evaluation_on_held_back_digits_both_ways",
+        "test_predict_prints_the_models_probabilities_most_probable_first",
+        "test_names_come_from_the_runs_run_json"},
+    "test_promises.py": {"test_overwrite_removes_every_file_of_the_old_finished_run"},
+    "test_reproducibility.py": {"test_same_seed_in_separate_processes_gives_identical_histories"},
+    "test_resume.py": {"test_killed_run_resumes_where_it_stopped"},
+    "test_signal_points.py": {"test_a_signal_before_or_after_training_is_its_exit_code_and_one_line"},
+    "test_signals.py": {"test_a_signal_at_each_point_of_an_epoch_stops_where_log_and_backup_agree"},
+    "test_sync_bn.py": {"test_sync_bn_moving_statistics_are_those_of_the_whole_global_batch"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(items):
+    for item in items:
+        names = WHOLE_TRAINING_RUNS.get(item.path.name, ())
+        if names is None or item.originalname in names:
+            item.add_marker(pytest.mark.slow)

@@ -12,6 +12,7 @@ from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
 import model_batchnorm as mb
 from conftest import ROOT, cli
+from test_readme_errors import readme_row
 from machinery import keras_internals, startup
 from machinery.errors import ScriptError
 from machinery.quiet import keras, tf
@@ -114,7 +115,9 @@ def test_the_distribution_workaround_leaves_another_keras_as_it_is_with_one_line
 def test_a_keras_without_initial_epoch_cannot_resume_and_says_so_in_one_line():
     with pytest.raises(ScriptError, match="--restart") as refused:
         keras_internals.start_fit_at(AnotherKerasModel(), 3)
-    assert "\n" not in str(refused.value)
+    (template,), code = readme_row("resuming under a Keras whose `fit` cannot start")
+    assert code == refused.value.code == 1
+    assert template == f"error: {refused.value}"
 
 
 WITHOUT_THE_ADAPTER = """

@@ -1,6 +1,6 @@
 """A signal at a known point, sent by the run to itself (tests/stop_at.py), never raced
 against a timer: before training (the data loading), after it (the evaluation, the
-saving), and at every fifth traced line of Python from an epoch's end to the next epoch's
+saving), and at every eighth traced line of Python from an epoch's end to the next epoch's
 first step. Each time: exit code 143 or 130, and exactly one line on the real stderr
 (file descriptor 2, as a terminal shows it) whose epochs are those the files hold."""
 import contextlib
@@ -18,7 +18,7 @@ FLAGS = ["--epochs", "2", "--batch-size", "50", "--verbose", "0", "--no-plot"]
 # Where the window of the sweep starts: the first callback of an epoch's end after the
 # per-epoch statistics, which come first and only compute.
 EPOCH_END = "machinery.resume.EpochTimer.on_epoch_end"
-STRIDE, SHARDS = 5, 5  # every 5th line, in 5 tests that each stay within their timeout
+STRIDE, SHARDS = 8, 4  # every 8th line (about 60 runs), in 4 tests that each stay within their timeout
 
 
 def run_stopped(data, out, signal_number, where, lines=None):
@@ -78,7 +78,7 @@ def window(tiny_data, tmp_path_factory):  # noqa: F811
     return counter.count
 
 
-@pytest.mark.slow  # about 100 runs in all: .ci/run's slow phase
+@pytest.mark.slow  # about 60 runs in all: .ci/run's slow phase
 @pytest.mark.timeout(1200)
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_sigterm_at_every_few_lines_of_an_epochs_end_is_exit_143_and_one_agreeing_line(

@@ -16,8 +16,12 @@ OUTSIDE = tuple(os.path.join(PROJECT, name) + os.sep for name in ("tests", "test
 
 
 def by_the_project(importer_globals):
+    """The product's own files; not the tests, nor a virtual environment's libraries,
+    which a checkout often holds (.venv)."""
     path = os.path.abspath((importer_globals or {}).get("__file__") or "")
-    return path.startswith(PROJECT + os.sep) and not path.startswith(OUTSIDE)
+    environment = (os.path.abspath(sys.prefix) + os.sep, os.path.abspath(sys.base_prefix) + os.sep)
+    return (path.startswith(PROJECT + os.sep) and not path.startswith(OUTSIDE)
+            and not path.startswith(environment) and "site-packages" not in path.split(os.sep))
 
 
 def refused(name):
