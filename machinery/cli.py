@@ -103,7 +103,8 @@ def add_batchnorm_flags(add):
 
 
 def add_data_flags(add, defaults):
-    add("--epochs", type=positive_int, default=defaults["epochs"], help="training epochs (default: %(default)s)")
+    add("--epochs", type=positive_int, default=defaults["epochs"],
+        help="training epochs (default: %(default)s)")
     add("--batch-size", type=positive_int, default=defaults["batch_size"],
         help="images per step (default: %(default)s)")
     add("--validation-split", type=fraction_strictly_between_0_and_1,
@@ -125,7 +126,8 @@ def add_data_flags(add, defaults):
 
 
 def add_run_flags(add):
-    add("--output-dir", type=Path, default=Path("outputs"), help="where every output goes (default: %(default)s)")
+    add("--output-dir", type=Path, default=Path("outputs"),
+        help="where every output goes (default: %(default)s)")
     add("--restart", action="store_true",
         help="ignore a backup left in --output-dir by an interrupted run and start at epoch 1")
     add("--overwrite", action="store_true",
@@ -147,6 +149,19 @@ def add_run_flags(add):
              "BatchNormalization in float32) where the CPU (avx512_bf16, amx_bf16) or a GPU "
              "has it natively, else float32 with a note; model.keras is saved in float32 "
              "(default: %(default)s)")
+    add_distribute_flags(add)  # here, so that --help lists them in this place
+    add("--no-plot", action="store_true", help="write no pictures")
+    add("--tensorboard", action="store_true",
+        help="write TensorBoard logs to OUTPUT_DIR/logs (needs the tensorboard package)")
+    add("--dry-run", action="store_true",
+        help="check flags, output folder and data, build the model, then stop before training")
+    add("--verbose", type=int, choices=(0, 1, 2), default=None,
+        help="Keras fit verbosity, 2 a line per epoch "
+             "(default: 1 on a terminal, 2 when piped)")
+
+
+def add_distribute_flags(add):
+    """Several devices or machines (docs/distributed.md)."""
     add("--distribute", choices=("mirrored", "multiworker"), default=None,
         help="mirrored: all local GPUs (or --cpu-devices logical CPUs); multiworker: the "
              "cluster in TF_CONFIG, the chief writes the outputs. The global batch stays "
@@ -160,14 +175,6 @@ def add_run_flags(add):
     add("--cpu-devices", type=positive_int, default=2,
         help="with --distribute mirrored and no GPU: split the CPU into this many devices "
              "(default: %(default)s)")
-    add("--no-plot", action="store_true", help="write no pictures")
-    add("--tensorboard", action="store_true",
-        help="write TensorBoard logs to OUTPUT_DIR/logs (needs the tensorboard package)")
-    add("--dry-run", action="store_true",
-        help="check flags, output folder and data, build the model, then stop before training")
-    add("--verbose", type=int, choices=(0, 1, 2), default=None,
-        help="Keras fit verbosity, 2 a line per epoch "
-             "(default: 1 on a terminal, 2 when piped)")
 
 
 def add_predict_flag(add):
