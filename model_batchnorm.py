@@ -129,7 +129,7 @@ def make_model(args, batchnorm=True):
 def train_and_test(args, arrays, out, batchnorm=True):
     """Build, train (resumably), test and save one model; returns the run's result."""
     (x_train, y_train), (x_test, y_test) = arrays
-    model = make_model(args, batchnorm)
+    model = startup.built_for_fit(make_model(args, batchnorm), args.strategy)  # fit traces once
     config = outputs.run_config(args, batchnorm, arrays)
     monitor = batchnorm_stats.monitor(x_train, y_train, config)  # before CSVLogger: it logs
     with resume.resumable(out, config, args.restart, not args.no_plot,

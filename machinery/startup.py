@@ -1,10 +1,12 @@
 """Before anything slow: the output folder is writable and this run's alone (folder.py),
 the devices are set up, the precision is one they compute natively, the seeds are set,
-Keras' array pipelines run without tf.data's autotuning, and a worker that is not the
-chief writes to its own folder."""
+Keras' array pipelines run without tf.data's autotuning, a worker that is not the
+chief writes to its own folder, and a model's training state is built before fit."""
 import contextlib
 import shutil
 import tempfile
+
+import numpy as np
 
 from machinery import distribute, fast, folder, keras_internals, outputs
 from machinery.errors import ScriptError
@@ -75,3 +77,18 @@ def prepared(args):
         if lost is None:
             raise
         raise lost from None
+
+
+def built_for_fit(model, strategy):
+    """Make the optimizer's and the metrics' variables now, as zeros, as fit would.
+    Without a tf.distribute strategy Keras makes them while tracing the first training
+    step, and TensorFlow traces a function that made variables a second time: a second
+    or more of a smoke run (bench/smoke.py). The same variables with the same values:
+    every number a run gives stays the same. Under a strategy Keras builds them itself."""
+    if strategy is not None:
+        return model
+    model.optimizer.build(model.trainable_variables)
+    probe = np.zeros((1, *model.input_shape[1:]), "float32")
+    # The probe's counts stay only until fit, which resets the metrics at each epoch.
+    model.compute_metrics(probe, np.zeros(1, "int32"), model(probe, training=False), None)
+    return model

@@ -1,15 +1,18 @@
 """What a run does not pay for: --help and a bad flag answer before TensorFlow is
-imported, the plotting helper imports matplotlib only to draw, and the diagnosis
-evaluates with the test function fit traced, not a second one."""
+imported, the plotting helper imports matplotlib only to draw, fit traces its training
+step once, and the diagnosis evaluates with the test function fit traced, not a second
+one."""
 import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 import model_batchnorm as mb
 from conftest import ROOT
-from machinery import batchnorm_stats
+from machinery import batchnorm_stats, startup
 from testdata import synthetic
 
 HEAVY = ("tensorflow", "keras", "matplotlib")
@@ -89,3 +92,37 @@ def test_diagnosis_evaluates_with_the_test_function_fit_traced(capsys):
                                                       labels[400:], batch_size=50, verbose=0)
     assert diagnosis["val_accuracy_moving_statistics"] == expected_accuracy
     assert np.isclose(diagnosis["val_loss_moving_statistics"], expected_loss, rtol=1e-6)
+
+
+def test_fit_traces_the_training_step_once(tmp_path, keras_cache, monkeypatch):
+    traced, train_step = [], keras.Sequential.train_step
+
+    def counted(self, data):  # Python runs a step only while TensorFlow traces it
+        traced.append(1)
+        return train_step(self, data)
+
+    monkeypatch.setattr(keras.Sequential, "train_step", counted)
+    mb.main(["--epochs", "2", "--limit", "300", "--no-plot", "--verbose", "0",
+             "--output-dir", str(tmp_path)])
+    assert len(traced) == 1  # Keras alone traces it twice: it makes Adam's variables there
+
+
+def fitted(prebuild, images, labels):
+    keras.utils.set_random_seed(4)
+    tf.config.experimental.enable_op_determinism()
+    model = mb.compile_model(mb.build_model((28, 28, 1), 10))
+    if prebuild:
+        startup.built_for_fit(model, strategy=None)
+    history = model.fit(mb.preprocess(images), labels, batch_size=50, epochs=2, verbose=0,
+                        validation_split=0.2, shuffle=True)
+    return history.history, [np.asarray(v) for v in model.weights + model.optimizer.variables]
+
+
+def test_building_before_fit_changes_no_number():
+    arrays = synthetic.make_arrays(train=300, test=1, seed=5)
+    images, labels = arrays["train_imgs"], arrays["train_labels"]
+    plain_history, plain_state = fitted(False, images, labels)
+    history, state = fitted(True, images, labels)
+    assert history == plain_history  # every epoch's loss and accuracy, to the last bit
+    assert len(state) == len(plain_state)
+    assert all(np.array_equal(a, b) for a, b in zip(state, plain_state))
