@@ -131,7 +131,9 @@ def train_and_test(args, arrays, out, batchnorm=True):
     (x_train, y_train), (x_test, y_test) = arrays
     model = startup.built_for_fit(make_model(args, batchnorm), args.strategy)  # fit traces once
     config = outputs.run_config(args, batchnorm, arrays)
-    monitor = batchnorm_stats.monitor(x_train, y_train, config)  # before CSVLogger: it logs
+    pictures = outputs.Pictures(out, enabled=not args.no_plot)  # drawn beside the run
+    # before CSVLogger (it logs); asks for its picture as training ends
+    monitor = batchnorm_stats.monitor(x_train, y_train, config, pictures)
     with resume.resumable(out, config, args.restart, not args.no_plot,
                           args.strategy) as session:
         callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks,
@@ -149,8 +151,7 @@ def train_and_test(args, arrays, out, batchnorm=True):
     evaluation["batchnorm_statistics"] = monitor.statistics
     if not args.no_plot:
         plot_history.plot_history(history, out / outputs.TRAINING_HISTORY_PNG)
-    return outputs.save_run(out, model, evaluation, arrays, config, session,
-                            pictures=not args.no_plot)
+    return outputs.save_run(out, model, evaluation, arrays, config, session, pictures)
 
 
 def dry_run(args, arrays):

@@ -13,6 +13,7 @@ own_data        --dataset own: data.npz and class_names.txt from --data-dir
 backup          the backup after each epoch: variables, metadata, SHA-256
 resume          resuming from the backup, the full history, Ctrl-C and SIGTERM
 outputs         the files a run writes and the record of the run
+painter         the pictures drawn beside the run, in a process of their own
 batchnorm_stats BatchNormalization's moving against batch statistics
 compare         --compare: the network with and without BatchNormalization
 learning_rates  --learning-rate: several under --compare, divergence, both clocks

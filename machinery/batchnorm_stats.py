@@ -16,6 +16,7 @@ import numpy as np
 
 from machinery.data import training_image_count
 from machinery.fast import uint8_batches
+from machinery.outputs import BATCHNORM_STATISTICS_PNG
 from machinery.quiet import filtered_stderr, keras, tf
 
 # A gap of more than this (5 percentage points) between validation accuracy with
@@ -115,10 +116,10 @@ class Monitor(keras.callbacks.Callback):
     when asked, validation accuracy and loss with batch statistics, put into the epoch's
     logs ahead of CSVLogger so that history.csv and history.json hold them."""
 
-    def __init__(self, probe, validation, batch_size, track_validation):
+    def __init__(self, probe, validation, batch_size, track_validation, pictures=None):
         super().__init__()
         self.probe, self.validation, self.batch_size = probe, validation, batch_size
-        self.track_validation = track_validation
+        self.track_validation, self.pictures = track_validation, pictures
         self.statistics, self.inputs_model = [], None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -131,13 +132,19 @@ class Monitor(keras.callbacks.Callback):
                                                             self.batch_size)
             logs["val_accuracy_batch_stats"], logs["val_loss_batch_stats"] = accuracy, loss
 
+    def on_train_end(self, logs=None):
+        """The picture of the statistics, drawn beside the evaluation that follows."""
+        if self.pictures is not None and self.statistics:
+            self.pictures.ask(BATCHNORM_STATISTICS_PNG, "plot_batchnorm_statistics",
+                              self.statistics)
 
-def monitor(x_train, y_train, config):
+
+def monitor(x_train, y_train, config, pictures=None):
     """The Monitor for a run: the probe is the first batch of training images."""
     split_at = training_image_count(len(x_train), config["validation_split"])
     probe = scaled(x_train[:config["batch_size"]])
     return Monitor(probe, (x_train[split_at:], y_train[split_at:]), config["batch_size"],
-                   config["track_batch_stats"])
+                   config["track_batch_stats"], pictures)
 
 
 def as_fit_validated(images, labels, config):

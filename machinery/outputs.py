@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 import plot_history
-from machinery import fast
+from machinery import fast, painter
 from machinery.data import training_image_count
 from machinery.errors import Interrupted, Terminated, environmental
 from machinery.quiet import keras, tf
@@ -149,18 +149,48 @@ def save_model(model, path, fused):
     write_atomically(path, model.save)
 
 
-def save_pictures(out, x_test, y_test, evaluation, names):
+class Pictures:
+    """A run's pictures (none under --no-plot). Each is asked for as soon as its data
+    exists and drawn beside the run by a painter.Painter; take() writes it whole, drawn
+    here instead wherever the painter could not."""
+
+    def __init__(self, out, enabled=True):
+        self.out, self.enabled, self.asked = out, enabled, {}
+        self.painter = painter.Painter() if enabled else None
+
+    def ask(self, name, function, *args):
+        """plot_history.function(*args, OUT/name), to be drawn; asking again does nothing."""
+        if self.enabled and name not in self.asked:
+            self.asked[name] = (getattr(plot_history, function), args)
+            path = self.out / name
+            self.painter.draw(function, args, path.with_name(partial_name(name)))
+
+    def take(self, name):
+        draw, args = self.asked.pop(name)
+        write_atomically(self.out / name, lambda partial: (
+            self.painter.drew(partial) or draw(*args, partial)))
+        return self.out / name
+
+    def close(self):
+        if self.painter is not None:
+            self.painter.close()
+
+
+def save_pictures(pictures, x_test, y_test, evaluation, names):
+    """confusion_matrix.png beside the run, predictions.png here meanwhile, and
+    batchnorm_statistics.png, asked for as training ended (batchnorm_stats.Monitor)."""
     predicted = evaluation["predicted"]
-    paths = {"predictions": out / PREDICTIONS_PNG, "confusion_matrix": out / CONFUSION_MATRIX_PNG}
-    write_atomically(paths["predictions"], lambda partial: plot_history.plot_predictions(
-        x_test, y_test, predicted, names, partial))
-    write_atomically(paths["confusion_matrix"], lambda partial: (
-        plot_history.plot_confusion_matrix(y_test, predicted, names, partial)))
+    pictures.ask(CONFUSION_MATRIX_PNG, "plot_confusion_matrix", y_test, predicted, names)
     if evaluation["batchnorm_statistics"]:
-        paths["batchnorm_statistics"] = out / BATCHNORM_STATISTICS_PNG
-        write_atomically(paths["batchnorm_statistics"], lambda partial: (
-            plot_history.plot_batchnorm_statistics(evaluation["batchnorm_statistics"],
-                                                   partial)))
+        pictures.ask(BATCHNORM_STATISTICS_PNG, "plot_batchnorm_statistics",
+                     evaluation["batchnorm_statistics"])
+    predictions = pictures.out / PREDICTIONS_PNG
+    write_atomically(predictions, lambda partial: plot_history.plot_predictions(
+        x_test, y_test, predicted, names, partial))
+    paths = {"predictions": predictions, "confusion_matrix": pictures.take(CONFUSION_MATRIX_PNG)}
+    if BATCHNORM_STATISTICS_PNG in pictures.asked:
+        paths["batchnorm_statistics"] = pictures.take(BATCHNORM_STATISTICS_PNG)
+    pictures.close()
     return paths
 
 
@@ -213,8 +243,9 @@ def run_record(config, model, evaluation, data, session):
     }
 
 
-def save_run(out, model, evaluation, data, config, session, pictures=True):
-    """Write history.json, model.keras, the pictures and run.json; returns the run's result."""
+def save_run(out, model, evaluation, data, config, session, pictures):
+    """Write history.json, model.keras, the pictures (a Pictures) and run.json; returns
+    the run's result."""
     (_, _), (x_test, y_test) = data
     evaluation["test_balanced_accuracy"] = balanced_accuracy(y_test, evaluation["predicted"])
     if config["dataset"] == "k49":  # its authors recommend balanced accuracy
@@ -222,9 +253,10 @@ def save_run(out, model, evaluation, data, config, session, pictures=True):
     written = {"history": out / HISTORY_JSON, "model": out / MODEL, "run": out / RUN_JSON}
     write_json(written["history"], session.history)
     save_model(model, written["model"], fused=config["fast"] is not None)
-    if pictures:
+    if pictures.enabled:
         written["training_history"] = out / TRAINING_HISTORY_PNG  # drawn by the lesson
-        written.update(save_pictures(out, x_test, y_test, evaluation, config["class_names"]))
+        written.update(save_pictures(pictures, x_test, y_test, evaluation,
+                                     config["class_names"]))
     result = run_record(config, model, evaluation, data, session)
     write_json(written["run"], result)
     print(f"Wrote {', '.join(path.name for path in written.values())} to {out}")

@@ -46,6 +46,14 @@ def keras_cache():
 
 
 @pytest.fixture
+def pictures_drawn_here(monkeypatch):
+    """Every picture drawn in the test's own process, not beside it (machinery/painter.py),
+    so that the test can look at matplotlib's figures."""
+    from machinery import painter
+    monkeypatch.setattr(painter, "launch", lambda: None)
+
+
+@pytest.fixture
 def empty_cache():
     for path in (KERAS_HOME / "datasets").glob("kmnist.npz_*"):
         path.unlink()

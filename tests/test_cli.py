@@ -211,7 +211,8 @@ def k49_in_the_keras_cache():
     return arrays, paths
 
 
-def test_k49_through_the_keras_cache_with_its_pictures(empty_cache, tmp_path, monkeypatch):
+def test_k49_through_the_keras_cache_with_its_pictures(empty_cache, tmp_path, monkeypatch,
+                                                       pictures_drawn_here):
     import plot_history
     arrays, paths = k49_in_the_keras_cache()
     figures = {}

@@ -1,0 +1,152 @@
+"""Pictures drawn beside the run, in a Python process of their own.
+
+matplotlib draws in Python, which runs one thread at a time: in the run's own process
+a picture waits for TensorFlow's work or slows it. A second process draws while the
+run evaluates, diagnoses and saves, on the core TensorFlow leaves free (bench/smoke.py
+measures what that saves). It draws with the same plot_history functions, so the
+pictures are the same, byte for byte.
+
+The process only ever saves time: where it cannot start, fails or takes too long, the
+run draws the picture itself (outputs.Pictures). It ignores Ctrl-C, which is the
+run's to handle, and ends when the run closes its input or is gone; a picture that
+nobody will take is removed. This module imports neither TensorFlow nor matplotlib:
+the process imports it too.
+"""
+import atexit
+import contextlib
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+         "from machinery import painter; painter.serve()")
+WAIT_S = 60  # for one picture, before the run draws it itself
+POLL_S = 0.1  # waits in steps, so that Ctrl-C is not held up (on Windows too)
+
+
+def launch():
+    """The other process, or None where it cannot start."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", SERVE], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+class Painter:
+    """Draws plot_history.FUNCTION(*args, path) in the other process; draw() returns at
+    once, drew() waits for the answer."""
+
+    def __init__(self):
+        self.process, self.asked, self.answers, self.ended = None, {}, {}, False
+        self.to_send, self.told = queue.Queue(), queue.Queue()
+        self.process = launch()
+        if self.process is None:  # the run draws every picture itself
+            self.ended = True
+            return
+        # Threads of their own: a large picture's data must not block the run on a
+        # full pipe while the process is still drawing the one before.
+        threading.Thread(target=self._send, args=(self.process.stdin,), daemon=True).start()
+        threading.Thread(target=self._listen, args=(self.process.stdout,), daemon=True).start()
+        atexit.register(self.stop)
+
+    def _send(self, stream):
+        with contextlib.suppress(OSError, ValueError):  # the process is gone
+            while (job := self.to_send.get()) is not None:
+                pickle.dump(job, stream)
+                stream.flush()
+            stream.close()
+
+    def _listen(self, stream):
+        with contextlib.suppress(OSError, ValueError):
+            for line in stream:
+                number, _, status = line.decode().strip().partition(" ")
+                self.told.put((int(number), status == "drew"))
+        self.told.put(None)  # the process ended
+
+    def draw(self, function, args, path):
+        """Ask for plot_history.function(*args, path); returns at once."""
+        if not self.ended:
+            number = len(self.asked)
+            self.asked[number] = Path(path)
+            self.to_send.put((number, function, args, str(path)))
+
+    def drew(self, path):
+        """Wait until the process has drawn `path`: True when it has; False when it was
+        not asked, failed, ended or took too long (draw it yourself)."""
+        number = next((n for n, p in self.asked.items() if p == Path(path)), None)
+        if number is None:
+            return False
+        try:
+            drawn = self._answer(number)
+        except BaseException:  # Ctrl-C: end the process before the caller cleans up
+            self.stop()
+            raise
+        self.asked.pop(number)
+        if drawn is None:  # too long: nothing more from the process
+            self.stop()
+        return bool(drawn)
+
+    def _answer(self, number):
+        deadline = time.monotonic() + WAIT_S
+        while number not in self.answers and not self.ended:
+            if time.monotonic() > deadline:
+                return None
+            with contextlib.suppress(queue.Empty):
+                told = self.told.get(timeout=POLL_S)
+                if told is None:
+                    self.ended = True
+                else:
+                    self.answers[told[0]] = told[1]
+        return self.answers.get(number, False)
+
+    def close(self):
+        """No more pictures: let the process finish and end."""
+        self.to_send.put(None)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stop()
+
+    def stop(self):
+        """End the process now; remove each picture it was asked for that nobody took."""
+        process, self.process, self.ended = self.process, None, True
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        process.kill()
+        process.wait()
+        for path in self.asked.values():
+            path.unlink(missing_ok=True)
+
+
+def serve(jobs=None, answers=None):
+    """The process's side: draw each picture asked for on standard input, and say so
+    on standard output."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+    import plot_history
+    jobs, answers = jobs or sys.stdin.buffer, answers or sys.stdout.buffer
+    while True:
+        try:
+            number, function, args, path = pickle.load(jobs)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return
+        try:
+            getattr(plot_history, function)(*args, path)
+            status = "drew"
+        except Exception:  # the run draws it again itself, and reports what fails
+            status = "failed"
+        try:
+            answers.write(f"{number} {status}\n".encode())
+            answers.flush()
+        except OSError:  # the run is gone: nobody will take the picture
+            Path(path).unlink(missing_ok=True)
+            return
