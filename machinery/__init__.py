@@ -2,7 +2,8 @@
 
 errors          the error classes (one line, an exit code); imports nothing of ours
 quiet           keeps TensorFlow's start-up lines off the screen
-cli             the command line: flags, one-line errors and exit codes
+flags           the flags: each one's type, default and help
+cli             the command line: the flags checked, one-line errors and exit codes
 startup         before anything slow: the output folder, devices, seeds
 folder          the output folder: one run at a time, only its own files touched
 datasets        facts about the data sets: file names, class counts and names

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from plot_history import new_figure
-from machinery.cli import LESSON_LAYERS
+from machinery.flags import LESSON_LAYERS
 from machinery.batchnorm_stats import moving_statistics_kept, norm_layers
 from machinery.data import training_image_count
 from machinery.fast import uint8_batches

@@ -166,7 +166,7 @@ def test_every_layer_inputs_json_field_is_named_in_its_file_row_once(full_run):
 # exactly one row of the docs' error tables, and every row quotes one of them.
 ERROR_PAGE = "troubleshooting.md"
 # Calls that pass on a message made elsewhere (argparse's, a helper's, an exception's).
-WRAPPERS = {("cli.py", "OneLineParser.error"), ("data.py", "check_arrays")}
+WRAPPERS = {("flags.py", "OneLineParser.error"), ("data.py", "check_arrays")}
 # Functions whose returned strings are messages that a wrapper above passes on.
 PRODUCERS = {("data.py", "problem_with")}
 # One call, several rows: Ctrl-C's and SIGTERM's lines differ only in their first words.
