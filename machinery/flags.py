@@ -26,21 +26,24 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see --help)")
 
 
-def positive_int(text):
+def number(text, kind, unreadable):
+    """text read as `kind` (int or float); `unreadable`, which the caller refuses, if it
+    is not one."""
     try:
-        value = int(text)
+        return kind(text)
     except ValueError:
-        value = 0
+        return unreadable
+
+
+def positive_int(text):
+    value = number(text, int, unreadable=0)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
     return value
 
 
 def fraction_strictly_between_0_and_1(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
+    value = number(text, float, unreadable=-1.0)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a fraction between 0 and 1 (exclusive), got {text!r}")
@@ -48,10 +51,7 @@ def fraction_strictly_between_0_and_1(text):
 
 
 def momentum(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
+    value = number(text, float, unreadable=-1.0)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(
             f"expected a momentum from 0 (inclusive) to 1 (exclusive), got {text!r}")
@@ -59,10 +59,7 @@ def momentum(text):
 
 
 def positive_rate(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
+    value = number(text, float, unreadable=0.0)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a learning rate above 0, got {text!r}")
     return value
