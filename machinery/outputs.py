@@ -177,17 +177,17 @@ class Pictures:
 
 
 def save_pictures(pictures, x_test, y_test, evaluation, names):
-    """confusion_matrix.png beside the run, predictions.png here meanwhile, and
+    """predictions.png beside the run, confusion_matrix.png here meanwhile, and
     batchnorm_statistics.png, asked for as training ended (batchnorm_stats.Monitor)."""
     predicted = evaluation["predicted"]
-    pictures.ask(CONFUSION_MATRIX_PNG, "plot_confusion_matrix", y_test, predicted, names)
+    pictures.ask(PREDICTIONS_PNG, "plot_predictions", x_test, y_test, predicted, names)
     if evaluation["batchnorm_statistics"]:
         pictures.ask(BATCHNORM_STATISTICS_PNG, "plot_batchnorm_statistics",
                      evaluation["batchnorm_statistics"])
-    predictions = pictures.out / PREDICTIONS_PNG
-    write_atomically(predictions, lambda partial: plot_history.plot_predictions(
-        x_test, y_test, predicted, names, partial))
-    paths = {"predictions": predictions, "confusion_matrix": pictures.take(CONFUSION_MATRIX_PNG)}
+    confusion_matrix = pictures.out / CONFUSION_MATRIX_PNG
+    write_atomically(confusion_matrix, lambda partial: (
+        plot_history.plot_confusion_matrix(y_test, predicted, names, partial)))
+    paths = {"predictions": pictures.take(PREDICTIONS_PNG), "confusion_matrix": confusion_matrix}
     if BATCHNORM_STATISTICS_PNG in pictures.asked:
         paths["batchnorm_statistics"] = pictures.take(BATCHNORM_STATISTICS_PNG)
     pictures.close()

@@ -107,14 +107,9 @@ class Painter:
         return self.answers.get(number, False)
 
     def close(self):
-        """No more pictures: let the process finish and end."""
+        """No more pictures: the process ends on its own, without holding up the run
+        (stop(), at exit, makes sure)."""
         self.to_send.put(None)
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        self.stop()
 
     def stop(self):
         """End the process now; remove each picture it was asked for that nobody took."""
