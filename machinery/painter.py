@@ -14,6 +14,7 @@ the process imports it too.
 """
 import atexit
 import contextlib
+import itertools
 import pickle
 import queue
 import signal
@@ -45,6 +46,7 @@ class Painter:
 
     def __init__(self):
         self.process, self.asked, self.answers, self.ended = None, {}, {}, False
+        self.numbers = itertools.count()  # each request its own, never reused
         self.to_send, self.told = queue.Queue(), queue.Queue()
         self.process = launch()
         if self.process is None:  # the run draws every picture itself
@@ -66,14 +68,15 @@ class Painter:
     def _listen(self, stream):
         with contextlib.suppress(OSError, ValueError):
             for line in stream:
-                number, _, status = line.decode().strip().partition(" ")
-                self.told.put((int(number), status == "drew"))
+                number, _, status = line.decode(errors="replace").strip().partition(" ")
+                if number.isdigit():  # anything else is not the process's answer
+                    self.told.put((int(number), status == "drew"))
         self.told.put(None)  # the process ended
 
     def draw(self, function, args, path):
         """Ask for plot_history.function(*args, path); returns at once."""
         if not self.ended:
-            number = len(self.asked)
+            number = next(self.numbers)
             self.asked[number] = Path(path)
             self.to_send.put((number, function, args, str(path)))
 
@@ -123,12 +126,13 @@ class Painter:
             path.unlink(missing_ok=True)
 
 
-def serve(jobs=None, answers=None):
+def serve():
     """The process's side: draw each picture asked for on standard input, and say so
     on standard output."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
+    jobs, answers = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # what a library prints is not an answer
     import plot_history
-    jobs, answers = jobs or sys.stdin.buffer, answers or sys.stdout.buffer
     while True:
         try:
             number, function, args, path = pickle.load(jobs)

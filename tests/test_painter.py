@@ -44,6 +44,20 @@ def test_a_picture_drawn_beside_the_run_is_the_one_drawn_in_it(tmp_path, monkeyp
     assert sorted(p.name for p in out.iterdir()) == ["statistics.png"]
 
 
+def test_a_picture_asked_for_after_another_was_taken_is_drawn_anew(tmp_path, monkeypatch):
+    other = [[dict(layer, batch_mean=2.0) for layer in epoch] for epoch in STATISTICS]
+    expected = expected_png(tmp_path, "plot_batchnorm_statistics", other)
+    monkeypatch.setattr(plot_history, "plot_batchnorm_statistics", refusing)
+    out = tmp_path / "run"
+    out.mkdir()
+    pictures = outputs.Pictures(out)
+    pictures.ask("first.png", "plot_batchnorm_statistics", STATISTICS)
+    pictures.take("first.png")
+    pictures.ask("second.png", "plot_batchnorm_statistics", other)
+    assert pictures.take("second.png").read_bytes() == expected
+    pictures.close()
+
+
 @pytest.mark.parametrize("trouble", ["cannot start", "died"])
 def test_a_picture_the_other_process_cannot_draw_is_drawn_by_the_run(tmp_path, monkeypatch,
                                                                      trouble):
@@ -83,7 +97,8 @@ def test_the_other_process_leaves_ctrl_c_to_the_run(tmp_path, monkeypatch):
     expected = expected_png(tmp_path, "plot_batchnorm_statistics", STATISTICS)
     monkeypatch.setattr(plot_history, "plot_batchnorm_statistics", refusing)
     pictures = outputs.Pictures(tmp_path)
-    time.sleep(3)  # started: its handler is in place
+    pictures.ask("first.png", "plot_batchnorm_statistics", STATISTICS)
+    pictures.take("first.png")  # drawn there: the process is serving, its handler in place
     pictures.painter.process.send_signal(signal.SIGINT)
     pictures.ask("statistics.png", "plot_batchnorm_statistics", STATISTICS)
     assert pictures.take("statistics.png").read_bytes() == expected
