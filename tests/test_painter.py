@@ -32,25 +32,26 @@ def refusing(*args, **kwargs):
     raise AssertionError("drawn in the run's process")
 
 
-def test_a_picture_drawn_beside_the_run_is_the_one_drawn_in_it(tmp_path, monkeypatch):
-    expected = expected_png(tmp_path, "plot_batchnorm_statistics", STATISTICS)
+def only_beside_the_run(tmp_path, monkeypatch, statistics):
+    """(what the run draws for `statistics`, Pictures in an empty folder) with the run's
+    own drawing of the statistics refused: what appears was drawn by the other process."""
+    expected = expected_png(tmp_path, "plot_batchnorm_statistics", statistics)
     monkeypatch.setattr(plot_history, "plot_batchnorm_statistics", refusing)
-    out = tmp_path / "run"
-    out.mkdir()
-    pictures = outputs.Pictures(out)
+    (tmp_path / "run").mkdir()
+    return expected, outputs.Pictures(tmp_path / "run")
+
+
+def test_a_picture_drawn_beside_the_run_is_the_one_drawn_in_it(tmp_path, monkeypatch):
+    expected, pictures = only_beside_the_run(tmp_path, monkeypatch, STATISTICS)
     pictures.ask("statistics.png", "plot_batchnorm_statistics", STATISTICS)
     assert pictures.take("statistics.png").read_bytes() == expected
     pictures.close()
-    assert sorted(p.name for p in out.iterdir()) == ["statistics.png"]
+    assert sorted(p.name for p in pictures.out.iterdir()) == ["statistics.png"]
 
 
 def test_a_picture_asked_for_after_another_was_taken_is_drawn_anew(tmp_path, monkeypatch):
     other = [[dict(layer, batch_mean=2.0) for layer in epoch] for epoch in STATISTICS]
-    expected = expected_png(tmp_path, "plot_batchnorm_statistics", other)
-    monkeypatch.setattr(plot_history, "plot_batchnorm_statistics", refusing)
-    out = tmp_path / "run"
-    out.mkdir()
-    pictures = outputs.Pictures(out)
+    expected, pictures = only_beside_the_run(tmp_path, monkeypatch, other)
     pictures.ask("first.png", "plot_batchnorm_statistics", STATISTICS)
     pictures.take("first.png")
     pictures.ask("second.png", "plot_batchnorm_statistics", other)
@@ -94,9 +95,7 @@ def test_ctrl_c_while_waiting_ends_the_process_and_leaves_no_partial_file(tmp_pa
 
 @pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to one process")
 def test_the_other_process_leaves_ctrl_c_to_the_run(tmp_path, monkeypatch):
-    expected = expected_png(tmp_path, "plot_batchnorm_statistics", STATISTICS)
-    monkeypatch.setattr(plot_history, "plot_batchnorm_statistics", refusing)
-    pictures = outputs.Pictures(tmp_path)
+    expected, pictures = only_beside_the_run(tmp_path, monkeypatch, STATISTICS)
     pictures.ask("first.png", "plot_batchnorm_statistics", STATISTICS)
     pictures.take("first.png")  # drawn there: the process is serving, its handler in place
     pictures.painter.process.send_signal(signal.SIGINT)
