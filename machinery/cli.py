@@ -7,7 +7,8 @@ import sys
 
 import plot_history
 from machinery.datasets import OWN
-from machinery.errors import Interrupted, ScriptError, TerminationSignal
+from machinery.errors import (Interrupted, ScriptError, TerminationSignal,
+                              interruption_behind)
 from machinery.flags import COMPARE_SEED, DEFAULT_LAYER, build_parser
 
 
@@ -114,8 +115,11 @@ def run(main, argv=None):
     except (ScriptError, plot_history.HistoryError) as err:  # the helper stands alone
         print(f"error: {err}", file=sys.stderr)
         return err.code
-    except KeyboardInterrupt as err:
-        what, code = (("Terminated (SIGTERM)", 143) if isinstance(err, TerminationSignal)
+    except BaseException as err:
+        stop = interruption_behind(err)
+        if stop is None:  # a genuine bug: its traceback
+            raise
+        what, code = (("Terminated (SIGTERM)", 143) if isinstance(stop, TerminationSignal)
                       else ("Interrupted", 130))
         print(f"{what} before training started or after it ended; the backup, if any, is "
               "kept: run the same command again.", file=sys.stderr)

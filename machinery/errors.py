@@ -32,6 +32,20 @@ class TerminationSignal(KeyboardInterrupt):
     saves a Ctrl-C'd run saves a terminated one too."""
 
 
+def interruption_behind(err):
+    """The Ctrl-C (KeyboardInterrupt, or TerminationSignal) that `err` is or was raised
+    while handling, else None. A signal can land inside a library's context manager,
+    whose clean-up then fails in its place (TensorFlow, as an iterator is made: "Exiting
+    device scope without proper scope nesting"); it is still the user's Ctrl-C."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__context__
+    return None
+
+
 # Faults of the machine, not of the program: full disk or quota, a file over the
 # size limit, a read-only or forbidden folder, a failing device.
 ENVIRONMENTAL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES,

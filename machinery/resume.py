@@ -14,7 +14,7 @@ import signal
 import time
 
 from machinery import backup, distribute, outputs
-from machinery.errors import ScriptError, TerminationSignal
+from machinery.errors import ScriptError, TerminationSignal, interruption_behind
 from machinery.quiet import keras, until_first_epoch_ends
 
 # What a backup must share with this run to be resumed by it (every setting that
@@ -267,7 +267,10 @@ def resumable(out, config, restart=False, pictures=True, strategy=None):
     try:
         with session.signals.installed(), until_first_epoch_ends(session.callbacks):
             yield session
-    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
+    except BaseException as err:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
+        stop = interruption_behind(err)
+        if stop is None:
+            raise
         raise outputs.interruption(out, backed_up_history(out), pictures,
                                    isinstance(stop, TerminationSignal)) from None
     session.history = read_history_csv(out / outputs.HISTORY_CSV)

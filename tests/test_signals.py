@@ -178,3 +178,51 @@ def test_a_signal_at_each_point_of_an_epoch_stops_where_log_and_backup_agree(
     monkeypatch.undo()
     assert_files_agree(tmp_path / "run", expected)
     assert_rerun_agrees(tiny_data, tmp_path / "run", expected, capsys)
+
+
+# Ctrl-C landing inside TensorFlow's iterator set-up, between two lines of a device
+# scope's __enter__ (as a real signal can): the scope around it then fails to exit in
+# the KeyboardInterrupt's place. Armed at the end of training's first epoch or of
+# training itself, it fires as the next iterator is made (the next epoch's, evaluate's).
+INSIDE_ITERATOR_SET_UP = """
+import sys
+sys.path.insert(0, {root!r})
+import model_batchnorm as mb
+from machinery import backup, batchnorm_stats, cli
+from tensorflow.python.eager import context
+set_device, armed = context.Context._set_device, []
+
+def landing_inside_enter(self, *args, **kwargs):
+    set_device(self, *args, **kwargs)
+    caller, outer = sys._getframe(1).f_code.co_name, sys._getframe(2).f_code.co_name
+    if armed and caller == "__enter__" and outer == "_create_iterator":
+        armed.clear()
+        raise KeyboardInterrupt
+
+def arming(original):
+    def armed_after(*args, **kwargs):
+        original(*args, **kwargs)
+        armed.append(1)
+    return armed_after
+
+context.Context._set_device = landing_inside_enter
+owner, name = {where}
+setattr(owner, name, arming(getattr(owner, name)))
+sys.exit(cli.run(mb.main, {argv!r}))
+"""
+
+
+@pytest.mark.parametrize("where, line", [
+    ("(backup.Backup, 'on_epoch_end')", "Interrupted after 1 completed epoch(s)"),
+    ("(batchnorm_stats.Monitor, 'on_train_end')", "Interrupted before training started or "
+                                                  "after it ended"),
+], ids=["during training", "after training"])
+def test_ctrl_c_inside_tensorflows_iterator_set_up_is_still_ctrl_c(module_data_dir, tmp_path,
+                                                                   where, line):
+    argv = ["--epochs", "2", "--data-dir", str(module_data_dir), "--output-dir",
+            str(tmp_path / "run"), "--no-plot", "--verbose", "0"]
+    script = INSIDE_ITERATOR_SET_UP.format(root=str(ROOT), where=where, argv=argv)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=240)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().startswith(line) and "Traceback" not in done.stderr
