@@ -33,6 +33,11 @@ def partial_name(name):
     return f"{stem}.partial{dot}{suffix}"
 
 
+def partial_path(path):
+    """Where write_atomically(path, ...) has the file written first."""
+    return path.with_name(partial_name(path.name))
+
+
 def replace(partial, path, attempts=50):
     """os.replace. Windows refuses to replace a file another process holds open (a
     --predict reading model.keras, a viewer, a virus scanner) until it is closed: there,
@@ -49,7 +54,7 @@ def replace(partial, path, attempts=50):
 def write_atomically(path, write):
     """write(temporary path), then rename it to `path`: a crash never leaves half a file,
     and a failure leaves no temporary one. A full disk or a read-only folder is one line."""
-    partial = path.with_name(partial_name(path.name))
+    partial = partial_path(path)
     try:
         write(partial)
         replace(partial, path)
@@ -159,16 +164,15 @@ class Pictures:
         self.painter = painter.Painter() if enabled else None
 
     def ask(self, name, function, *args):
-        """plot_history.function(*args, OUT/name), to be drawn; asking again does nothing."""
-        if self.enabled and name not in self.asked:
-            self.asked[name] = (getattr(plot_history, function), args)
-            path = self.out / name
-            self.painter.draw(function, args, path.with_name(partial_name(name)))
+        """plot_history.function(*args, OUT/name), to be drawn."""
+        if self.enabled:
+            request = self.painter.draw(function, args, partial_path(self.out / name))
+            self.asked[name] = (getattr(plot_history, function), args, request)
 
     def take(self, name):
-        draw, args = self.asked.pop(name)
+        draw, args, request = self.asked.pop(name)
         write_atomically(self.out / name, lambda partial: (
-            self.painter.drew(partial) or draw(*args, partial)))
+            self.painter.drew(request) or draw(*args, partial)))
         return self.out / name
 
     def close(self):
@@ -181,9 +185,6 @@ def save_pictures(pictures, x_test, y_test, evaluation, names):
     batchnorm_statistics.png, asked for as training ended (batchnorm_stats.Monitor)."""
     predicted = evaluation["predicted"]
     pictures.ask(PREDICTIONS_PNG, "plot_predictions", x_test, y_test, predicted, names)
-    if evaluation["batchnorm_statistics"]:
-        pictures.ask(BATCHNORM_STATISTICS_PNG, "plot_batchnorm_statistics",
-                     evaluation["batchnorm_statistics"])
     confusion_matrix = pictures.out / CONFUSION_MATRIX_PNG
     write_atomically(confusion_matrix, lambda partial: (
         plot_history.plot_confusion_matrix(y_test, predicted, names, partial)))

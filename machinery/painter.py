@@ -45,7 +45,7 @@ class Painter:
     once, drew() waits for the answer."""
 
     def __init__(self):
-        self.process, self.asked, self.answers, self.ended = None, {}, {}, False
+        self.asked, self.answers, self.ended = {}, {}, False
         self.numbers = itertools.count()  # each request its own, never reused
         self.to_send, self.told = queue.Queue(), queue.Queue()
         self.process = launch()
@@ -74,17 +74,19 @@ class Painter:
         self.told.put(None)  # the process ended
 
     def draw(self, function, args, path):
-        """Ask for plot_history.function(*args, path); returns at once."""
-        if not self.ended:
-            number = next(self.numbers)
-            self.asked[number] = Path(path)
-            self.to_send.put((number, function, args, str(path)))
+        """Ask for plot_history.function(*args, path); returns at once, with the request's
+        number for drew() (None: the process is not there to ask)."""
+        if self.ended:
+            return None
+        number = next(self.numbers)
+        self.asked[number] = Path(path)
+        self.to_send.put((number, function, args, str(path)))
+        return number
 
-    def drew(self, path):
-        """Wait until the process has drawn `path`: True when it has; False when it was
-        not asked, failed, ended or took too long (draw it yourself)."""
-        number = next((n for n, p in self.asked.items() if p == Path(path)), None)
-        if number is None:
+    def drew(self, number):
+        """Wait until the process has drawn request `number`: True when it has; False when
+        there was none, or it failed, ended or took too long (draw it yourself)."""
+        if number not in self.asked:
             return False
         try:
             drawn = self._answer(number)
