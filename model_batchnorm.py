@@ -24,8 +24,9 @@ no_epochs = 25
 no_classes = 10
 validation_split = 0.2
 verbosity = 1
-flag_defaults = dict(epochs=no_epochs, batch_size=batch_size,
-                     validation_split=validation_split, verbosity=verbosity)
+learning_rate = 0.001  # Adam's default, which the lesson keeps
+flag_defaults = dict(epochs=no_epochs, batch_size=batch_size, validation_split=validation_split,
+                     verbosity=verbosity, learning_rate=learning_rate)
 
 if __name__ == "__main__":  # --help and a mistyped flag answer before the slow import below
     cli.check_flags_first(sys.argv[1:], flag_defaults)
@@ -36,8 +37,8 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 import plot_history  # noqa: E402
-from machinery import (batchnorm_stats, compare, data, distribute, fast,  # noqa: E402
-                       layer_inputs, learning_rates, outputs, predict, resume, startup)
+from machinery import (batchnorm_stats, callbacks, compare, data, distribute,  # noqa: E402
+                       fast, files, predict, record, session, settings, startup)
 
 
 def load_data(dataset="kmnist", data_dir=None, redownload=False):
@@ -80,7 +81,7 @@ def build_model(input_shape, no_classes, batchnorm=True,
     )
 
 
-def compile_model(model, steps_per_execution=1, learning_rate=0.001):
+def compile_model(model, steps_per_execution=1, learning_rate=learning_rate):
     model.compile(
         loss=keras.losses.sparse_categorical_crossentropy,
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -90,73 +91,65 @@ def compile_model(model, steps_per_execution=1, learning_rate=0.001):
     return model
 
 
-def train(model, x_train, y_train, args, callbacks):
+def train(model, x_train, y_train, run, callbacks):
     """The lesson's fit: Keras holds out the last validation_split of the images."""
-    if args.fast:  # the same images and split, as a faster pipeline
-        inputs = fast.fit_inputs(x_train, y_train, args.batch_size, args.validation_split)
+    if run.fast:  # the same images and split, as a faster pipeline
+        inputs = fast.fit_inputs(x_train, y_train, run)
     else:
-        inputs = dict(x=preprocess(x_train), y=y_train, batch_size=args.batch_size,
-                      validation_split=args.validation_split)
-    return model.fit(**inputs, epochs=args.epochs, verbose=args.verbose, callbacks=callbacks)
+        inputs = dict(x=preprocess(x_train), y=y_train, batch_size=run.batch_size,
+                      validation_split=run.validation_split)
+    return model.fit(**inputs, epochs=run.epochs, verbose=run.verbose, callbacks=callbacks)
 
 
-def test(model, x_test, y_test, args):
+def test(model, x_test, y_test, run):
     """Evaluate on the test images and print the lesson's line."""
-    if args.fast:
-        inputs = fast.evaluate_inputs(x_test, y_test, args.batch_size)
+    if run.fast:
+        inputs = fast.evaluate_inputs(x_test, y_test, run)
     else:
         inputs = dict(x=preprocess(x_test), y=y_test)
     with machinery.quiet.filtered_stderr():  # a new tf.data pipeline repeats fit's start-up line
         start = time.perf_counter()
         test_loss, test_accuracy = (float(v) for v in model.evaluate(**inputs, verbose=0))
         seconds = time.perf_counter() - start
-        predicted = model.predict(inputs["x"], batch_size=args.batch_size, verbose=0)
+        predicted = model.predict(inputs["x"], batch_size=run.batch_size, verbose=0)
     print(f"Test loss: {test_loss} / Test accuracy: {test_accuracy}")
     return {"test_loss": test_loss, "test_accuracy": test_accuracy,
             "predicted": predicted.argmax(axis=1), "evaluation_seconds": seconds}
 
 
-def make_model(args, batchnorm=True):
-    norm_class = fast.FusedBatchNormalization if args.fast else layers.BatchNormalization
-    with distribute.scope(args.strategy), fast.precision_policy(args.precision):
-        model = build_model(input_shape, args.classes, batchnorm,
-                            lambda: norm_class(momentum=args.bn_momentum,
-                                               **distribute.norm_options(args)))
-        compile_model(model, fast.steps_per_execution(args), args.learning_rate)
-    return distribute.work_around_keras_distribution_bugs(model, args.strategy)
+def make_model(run):
+    """The lesson's network as `run` (its settings) asks for it, compiled."""
+    norm_class = fast.FusedBatchNormalization if run.fast else layers.BatchNormalization
+    with distribute.scope(run.strategy), fast.precision_policy(run.precision):
+        model = build_model(input_shape, run.classes, run.batchnorm,
+                            lambda: norm_class(momentum=run.bn_momentum,
+                                               **distribute.norm_options(run)))
+        compile_model(model, run.steps_per_execution, run.learning_rate)
+    return distribute.work_around_keras_distribution_bugs(model, run.strategy)
 
 
-def train_and_test(args, arrays, out, batchnorm=True):
+def train_and_test(run, arrays):
     """Build, train (resumably), test and save one model; returns the run's result."""
     (x_train, y_train), (x_test, y_test) = arrays
-    model = startup.built_for_fit(make_model(args, batchnorm), args.strategy)  # fit traces once
-    config = outputs.run_config(args, batchnorm, arrays)
-    pictures = outputs.Pictures(out, enabled=not args.no_plot)  # drawn beside the run
-    # before CSVLogger (it logs); asks for its picture as training ends
-    monitor = batchnorm_stats.monitor(x_train, y_train, config, pictures)
-    with resume.resumable(out, config, args.restart, not args.no_plot,
-                          args.strategy) as session:
-        callbacks = [monitor, *outputs.tensorboard(args, out), *session.callbacks,
-                     *layer_inputs.callbacks(args, x_train, config, out),
-                     learning_rates.StopOnDivergence(args.learning_rate)]
-        history = train(model, x_train, y_train, args, callbacks)
-    history.history = session.history  # every epoch, those before a resume too
+    model = startup.built_for_fit(make_model(run), run.strategy)  # fit traces once
+    with session.resumable(run, arrays) as fit:  # a backup after every epoch
+        history = train(model, x_train, y_train, run, callbacks.for_run(run, x_train, fit))
+    history.history = fit.history  # every epoch, those before a resume too
     # Moving statistics lag on short runs: see docs/batchnorm-statistics.md.
-    if args.recompute_bn_stats:  # recomputed from the final weights
-        batchnorm_stats.recompute_from_training_images(model, x_train, config)
-    evaluation = test(model, x_test, y_test, args)
+    if run.recompute_bn_stats:  # recomputed from the final weights
+        batchnorm_stats.recompute_from_training_images(model, x_train, run)
+    evaluation = test(model, x_test, y_test, run)
     # Prints a note when inference's moving statistics lag the batches'.
     evaluation["batchnorm_diagnosis"] = batchnorm_stats.diagnose(
-        model, x_train, y_train, config, epochs=len(history.history["loss"]))
-    evaluation["batchnorm_statistics"] = monitor.statistics
-    if not args.no_plot:
-        plot_history.plot_history(history, out / outputs.TRAINING_HISTORY_PNG)
-    return outputs.save_run(out, model, evaluation, arrays, config, session, pictures)
+        model, x_train, y_train, run, epochs=len(history.history["loss"]))
+    if run.pictures:
+        plot_history.plot_history(history, run.output_dir / files.TRAINING_HISTORY_PNG)
+    return record.save_run(run, model, evaluation, arrays, fit)
 
 
-def dry_run(args, arrays):
+def dry_run(run, arrays):
     (x_train, _), (x_test, _) = arrays
-    model = make_model(args, batchnorm=not args.no_batchnorm)
+    model = make_model(run)
     model.summary()
     print(f"Dry run: flags, output folder and {len(x_train):,}/{len(x_test):,} "
           "images are fine; nothing was trained.")
@@ -168,15 +161,15 @@ def main(argv=None):
     args = cli.parse_args(argv, flag_defaults)
     if args.predict:  # the trained model on your own images: trains and writes nothing
         return predict.classify(args.predict, preprocess)
-    with startup.prepared(args):
+    with startup.prepared(args) as place:  # the output folder, devices, seeds
         loaded = load_data(args.dataset, args.data_dir, args.redownload)
-        run_data = data.for_this_run(loaded, args)  # also sets args.classes
+        # Every setting of the run, made once: --limit's images, the split, the classes.
+        run, run_data = settings.for_run(args, place, loaded, preprocess)
         if args.dry_run:
-            return dry_run(args, run_data)
-        if args.compare:
-            return compare.compare(args, run_data, train_and_test)
-        return train_and_test(args, run_data, args.output_dir,
-                              batchnorm=not args.no_batchnorm)
+            return dry_run(run, run_data)
+        if run.compare:
+            return compare.compare(run, run_data, train_and_test)
+        return train_and_test(run, run_data)
 
 
 if __name__ == "__main__":

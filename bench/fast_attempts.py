@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,10 @@ def train(attempt, epochs):
         on_epoch_end=lambda epoch, logs: print(
             f"epoch {epoch + 1} {time.perf_counter() - clock['wall']:.3f} "
             f"{time.process_time() - clock['cpu']:.3f}", flush=True))
-    model.fit(**fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 250, 0.2),
+    x = arrays["train_imgs"]  # the lesson's batch and split, as a run's settings hold them
+    run = types.SimpleNamespace(batch_size=250, split_at=int(len(x) * 0.8),
+                                preprocess=mb.preprocess)
+    model.fit(**fast.fit_inputs(x, arrays["train_labels"], run),
               epochs=epochs, verbose=0, callbacks=[timer])
 
 

@@ -9,12 +9,12 @@ PHASES = (
     ("tracing (any tf.function)", (";trace_function (", ".get_concrete_function (",
                                    ";Function._initialize (")),
     ("fit: callbacks (backup, statistics monitor, log)", ("callbacks/callback_list.py",)),
-    ("pictures", (";save_pictures (", ";plot_history (plot_history.py")),
+    ("pictures", (";take_all (", ";plot_history (plot_history.py")),
     ("evaluate, predict, diagnosis", (";test (model_batchnorm.py", ";diagnose (")),
     ("saving (model, history, run.json)", (";save_run (",)),
     ("fit: validation", (".fit (",), (".evaluate (",)),
     ("fit: training steps", (".fit (",)),
-    ("data (load, check, cut)", (";load_data (", ";for_this_run (")),
+    ("data (load, check, cut)", (";load_data (", ";for_run (machinery/settings.py")),
     ("start-up (folder, devices, seeds) and model", (";prepared (", ";make_model (")),
 )
 OTHER = "other (interpreter start and exit, flags, Python's own)"

@@ -11,6 +11,7 @@ import collections
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,9 @@ def main():
     model = mb.compile_model(mb.build_model(mb.input_shape, 10, norm_layer=norm),
                              fast.STEPS_PER_EXECUTION if args.fast else 1)
     if args.fast:
-        inputs = fast.fit_inputs(x, y, 250, 0.2)
+        run = types.SimpleNamespace(batch_size=250, split_at=int(len(x) * 0.8),
+                                    preprocess=mb.preprocess)  # as a run's settings hold them
+        inputs = fast.fit_inputs(x, y, run)
     else:
         inputs = dict(x=mb.preprocess(x), y=y, batch_size=250, validation_split=0.2)
     model.fit(**inputs, epochs=1, verbose=0)  # trace and warm up

@@ -18,7 +18,9 @@ repeat's number:
 and prints every repeat (wall and CPU seconds) with the smoke run's ratio to the
 floor, the targets judged in every repeat (smoke at most 1.3x the floor; --help and
 the bad flag under 1.5 s), the machine, the date, the versions, the load and the
-command. Last, one
+command. `--also LABEL=CHECKOUT` adds the same smoke run of another checkout (another
+version of the project, say) to every repeat, interleaved with the others and judged
+against the same floor: two versions measured side by side. Last, one
 more smoke run under py-spy (bench/requirements.txt; --py-spy PATH) says where its
 seconds go, phase by phase (phases.py).
 """
@@ -53,12 +55,19 @@ ANSWER_TARGET = 1.5  # seconds for --help and a bad flag, in every repeat
 VARIANTS = ("smoke", "floor", "--help", "bad flag")
 
 
-def commands(cache, out, seed):
-    """{variant: (command, expected exit code)}."""
+def smoke_command(checkout, out, seed):
+    return [sys.executable, str(checkout / "model_batchnorm.py"), *SMOKE_FLAGS,
+            "--output-dir", str(out), "--seed", str(seed)]
+
+
+def commands(cache, out, seed, also=None):
+    """{variant: (command, expected exit code)}; `also`: {label: checkout} of more smoke
+    runs, each writing beside `out`."""
     python, files = sys.executable, synthetic.cache_paths(cache).values()
     return {
-        "smoke": ([python, str(MODEL), *SMOKE_FLAGS, "--output-dir", str(out),
-                   "--seed", str(seed)], 0),
+        "smoke": (smoke_command(ROOT, out, seed), 0),
+        **{label: (smoke_command(checkout, out.with_name(f"{out.name}-{label}"), seed), 0)
+           for label, checkout in (also or {}).items()},
         "floor": ([python, str(FLOOR), *map(str, files), "2000", "3", str(seed)], 0),
         "--help": ([python, str(MODEL), "--help"], 0),
         "bad flag": ([python, str(MODEL), "--epochs", "abc"], 2),
@@ -95,54 +104,69 @@ def check_outputs(out):
     return json.loads((out / "run.json").read_text())["versions"]
 
 
-def measure(repeats, cache, work, env):
+def variants(smokes=("smoke",)):
+    return (smokes[0], *smokes[1:], *VARIANTS[1:])
+
+
+def order_of(repeat, names):
+    """The variants in the order of this repeat: rotated by one each repeat."""
+    shift = repeat % len(names)
+    return names[shift:] + names[:shift]
+
+
+def measure(repeats, cache, work, env, also=None):
     """[{variant: seconds, 'load': ..., 'versions': ...}] per repeat, interleaved."""
-    rows = []
+    rows, names = [], variants(("smoke", *(also or {})))
     with open(work / "log.txt", "a") as log:
         for repeat in range(repeats):
             out = work / f"smoke-{repeat + 1}"
-            todo = commands(cache, out, seed=repeat + 1)
-            order = VARIANTS[repeat % 4:] + VARIANTS[:repeat % 4]
+            todo = commands(cache, out, repeat + 1, also)
             row = {"load": os.getloadavg()[0]}
-            for variant in order:
+            for variant in order_of(repeat, names):
                 row[variant], row[f"{variant} cpu"] = timed(*todo[variant], env, log)
-            row["versions"] = check_outputs(out)
-            shutil.rmtree(out)
+            for label in ("", *(f"-{label}" for label in also or {})):
+                row["versions"] = check_outputs(out.with_name(out.name + label))
+                shutil.rmtree(out.with_name(out.name + label))
             rows.append(row)
             print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(
-                f"{v} {row[v]:.2f} s" for v in VARIANTS) + f", load {row['load']:.2f}",
+                f"{v} {row[v]:.2f} s" for v in names) + f", load {row['load']:.2f}",
                 file=sys.stderr, flush=True)
     return rows
 
 
-def repeats_table(rows):
-    """Every repeat: wall seconds (CPU seconds) of each variant, the smoke run's ratio
+def repeats_table(rows, smokes=("smoke",)):
+    """Every repeat: wall seconds (CPU seconds) of each variant, each smoke run's ratio
     to the floor in both, and the load; then the medians."""
-    lines = ["| repeat | order | smoke s (CPU) | floor s (CPU) | smoke / floor (CPU) "
-             "| --help s | bad flag s | load (1 min) |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    names = variants(smokes)
+    lines = ["| repeat | order | " + " | ".join(f"{s} s (CPU)" for s in smokes)
+             + " | floor s (CPU) | " + " | ".join(f"{s} / floor (CPU)" for s in smokes)
+             + " | --help s | bad flag s | load (1 min) |",
+             "|---:|---|" + "---:|" * (2 * len(smokes) + 4)]
+
+    def line(first, second, row, ratio):
+        return (f"| {first} | {second} | "
+                + " | ".join(f"{row[s]:.2f} ({row[s + ' cpu']:.1f})" for s in smokes)
+                + f" | {row['floor']:.2f} ({row['floor cpu']:.1f}) | "
+                + " | ".join(f"{ratio(s, ''):.2f} ({ratio(s, ' cpu'):.2f})" for s in smokes)
+                + f" | {row['--help']:.2f} | {row['bad flag']:.2f} | {row['load']:.2f} |")
+
     for i, row in enumerate(rows):
-        order = ", ".join(VARIANTS[i % 4:] + VARIANTS[:i % 4])
-        lines.append(f"| {i + 1} | {order} | {row['smoke']:.2f} ({row['smoke cpu']:.1f}) "
-                     f"| {row['floor']:.2f} ({row['floor cpu']:.1f}) "
-                     f"| {row['smoke'] / row['floor']:.2f} "
-                     f"({row['smoke cpu'] / row['floor cpu']:.2f}) | {row['--help']:.2f} "
-                     f"| {row['bad flag']:.2f} | {row['load']:.2f} |")
+        lines.append(line(i + 1, ", ".join(order_of(i, names)), row,
+                          lambda s, c, r=row: r[s + c] / r["floor" + c]))
     median = {key: statistics.median(row[key] for row in rows) for key in rows[0]
               if key not in ("versions",)}
-    ratio = statistics.median(r["smoke"] / r["floor"] for r in rows)
-    cpu_ratio = statistics.median(r["smoke cpu"] / r["floor cpu"] for r in rows)
-    lines.append(f"| median | - | {median['smoke']:.2f} ({median['smoke cpu']:.1f}) "
-                 f"| {median['floor']:.2f} ({median['floor cpu']:.1f}) | {ratio:.2f} "
-                 f"({cpu_ratio:.2f}) | {median['--help']:.2f} | {median['bad flag']:.2f} "
-                 f"| {median['load']:.2f} |")
+    lines.append(line("median", "-", median, lambda s, c: statistics.median(
+        r[s + c] / r["floor" + c] for r in rows)))
     return "\n".join(lines)
 
 
-def verdicts(rows):
+def verdicts(rows, smokes=("smoke",)):
     """Each target, met or missed, judged in every repeat."""
-    worst_ratio = max(row["smoke"] / row["floor"] for row in rows)
-    lines = [f"smoke / floor at most {SMOKE_TARGET} in every repeat: "
-             f"{'met' if worst_ratio <= SMOKE_TARGET else 'MISSED'} (worst {worst_ratio:.2f})"]
+    lines = []
+    for smoke in smokes:
+        worst = max(row[smoke] / row["floor"] for row in rows)
+        lines.append(f"{smoke} / floor at most {SMOKE_TARGET} in every repeat: "
+                     f"{'met' if worst <= SMOKE_TARGET else 'MISSED'} (worst {worst:.2f})")
     for variant in ("--help", "bad flag"):
         worst = max(row[variant] for row in rows)
         lines.append(f"{variant} under {ANSWER_TARGET} s in every repeat: "
@@ -170,7 +194,12 @@ def parse_args(argv):
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     parser.add_argument("--py-spy", type=Path, default=shutil.which("py-spy"),
                         help="the py-spy executable (default: the one on PATH)")
-    return parser.parse_args(argv)
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=CHECKOUT",
+                        help="also the smoke run of another checkout, in every repeat")
+    args = parser.parse_args(argv)
+    args.also = dict(item.split("=", 1) for item in args.also)
+    args.also = {label: Path(checkout).resolve() for label, checkout in args.also.items()}
+    return args
 
 
 def main(argv=None):
@@ -180,16 +209,20 @@ def main(argv=None):
         work, cache = Path(folder), Path(folder) / "keras-home"
         synthetic.write(synthetic.cache_paths(cache), synthetic.make_arrays(60_000, 10_000))
         env = environment(cache)
-        rows = measure(args.repeats, cache, work, env)
+        rows = measure(args.repeats, cache, work, env, args.also)
+        smokes = ("smoke", *args.also)
         loads = [row["load"] for row in rows]
         print(f"Machine: {benchmark.machine([rows[0]['versions']])}\n"
               f"Date: {started}; command: python bench/smoke.py {' '.join(sys.argv[1:])}\n"
               f"Load average (1 min) at each repeat's start: {min(loads):.2f} to "
               f"{max(loads):.2f} on {os.cpu_count()} cores\n"
               "Synthetic KMNIST-shaped files (60,000/10,000 images) in a temporary Keras "
-              f"cache; smoke: model_batchnorm.py {' '.join(SMOKE_FLAGS)} --seed R; "
-              f"{args.repeats} interleaved repeats, whole-process wall seconds.\n")
-        print(repeats_table(rows) + "\n\n" + verdicts(rows) + "\n", flush=True)
+              f"cache; smoke: model_batchnorm.py {' '.join(SMOKE_FLAGS)} --seed R"
+              + "".join(f"; {label}: the same in {checkout}"
+                        for label, checkout in args.also.items())
+              + f"; {args.repeats} interleaved repeats, whole-process wall seconds.\n")
+        print(repeats_table(rows, smokes) + "\n\n" + verdicts(rows, smokes) + "\n",
+              flush=True)
         if not args.no_profile:
             if args.py_spy is None:
                 print("(no profile: py-spy is not on PATH; pip install -r bench/requirements.txt)")

@@ -4,7 +4,7 @@ whole, and a backup is checked before it is trusted.
 
 Keras' BackupAndRestore falls back to an older copy on its own, writes HDF5 straight
 to disk (a full disk crashed h5py) and deletes itself at the end of fit; this one
-writes plain .npz bytes through outputs.write_atomically and is removed only when
+writes plain .npz bytes through files.write_atomically and is removed only when
 every output file is written (folder.claimed).
 """
 import contextlib
@@ -16,11 +16,11 @@ import re
 
 import numpy as np
 
-from machinery import keras_internals, outputs
+from machinery import files, keras_internals
 from machinery.errors import ScriptError
+from machinery.files import BACKUP_METADATA as METADATA
 from machinery.quiet import keras
 
-METADATA = "training_metadata.json"
 STATE = re.compile(r"epoch-(\d+)\.npz")
 
 
@@ -45,14 +45,14 @@ def save(model, folder, epochs):
     np.savez(buffer, *[np.asarray(v) for v in variables(model)])
     data, name = buffer.getvalue(), f"epoch-{epochs}.npz"
     folder.mkdir(exist_ok=True)
-    outputs.write_atomically(folder / name, lambda partial: partial.write_bytes(data))
+    files.write_atomically(folder / name, lambda partial: partial.write_bytes(data))
     previous = None
     if (folder / METADATA).exists():
         with contextlib.suppress(ScriptError):
             read_metadata(folder)  # only a whole state is kept as the previous one
             previous = {key: value for key, value in json.loads(
                 (folder / METADATA).read_text()).items() if key != "previous"}
-    outputs.write_json(folder / METADATA, {"epoch": epochs, "state": name, "bytes": len(data),
+    files.write_json(folder / METADATA, {"epoch": epochs, "state": name, "bytes": len(data),
                                            "sha256": hashlib.sha256(data).hexdigest(),
                                            "previous": previous})
     kept = {name, previous and previous["state"]}
@@ -113,7 +113,7 @@ def roll_back(folder, epoch):
     """Make the previous state, of `epoch`, the latest: every worker resumes from it."""
     read_metadata(folder, epoch)  # whole, or the backup cannot be trusted
     metadata = {**json.loads((folder / METADATA).read_text())["previous"], "previous": None}
-    outputs.write_json(folder / METADATA, metadata)
+    files.write_json(folder / METADATA, metadata)
     remove_states_but(folder, {metadata["state"]})
 
 

@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from machinery.data import training_image_count
+import plot_history
 from machinery.fast import uint8_batches
-from machinery.outputs import BATCHNORM_STATISTICS_PNG
+from machinery.files import BATCHNORM_STATISTICS_PNG
 from machinery.quiet import filtered_stderr, keras, tf
 
 # A gap of more than this (5 percentage points) between validation accuracy with
@@ -29,17 +29,11 @@ def norm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def scaled(images):
-    """uint8 (N, 28, 28) images as preprocess() makes them: float32 (N, 28, 28, 1) / 255,
-    the values fast.uint8_batches gives, bit for bit."""
-    return images.reshape(*images.shape, 1).astype("float32") / 255
-
-
-def scaled_batches(images, labels, batch_size):
-    """(scaled images, int32 labels) in order, batch by batch, without a tf.data pipeline:
-    each new pipeline traces its map function again."""
+def scaled_batches(images, labels, batch_size, preprocess):
+    """(images scaled by the lesson's preprocess, int32 labels) in order, batch by batch,
+    without a tf.data pipeline: each new pipeline traces its map function again."""
     for start in range(0, len(images), batch_size):
-        yield (scaled(images[start:start + batch_size]),
+        yield (preprocess(images[start:start + batch_size]),
                labels[start:start + batch_size].astype(np.int32))
 
 
@@ -55,13 +49,13 @@ def moving_statistics_kept(model):
             variable.assign(value)
 
 
-def evaluate_with_batch_statistics(model, images, labels, batch_size):
+def evaluate_with_batch_statistics(model, images, labels, batch_size, preprocess):
     """Accuracy and loss on uint8 images with every BatchNormalization layer using the
     batch's own statistics (training mode), as in training; every variable is left as
     it was."""
     correct, loss_sum = 0, 0.0
     with moving_statistics_kept(model):
-        for x, y in scaled_batches(images, labels, batch_size):
+        for x, y in scaled_batches(images, labels, batch_size, preprocess):
             probabilities = model(x, training=True)
             loss = keras.losses.sparse_categorical_crossentropy(y, probabilities)
             loss_sum += float(tf.reduce_sum(loss))
@@ -70,14 +64,15 @@ def evaluate_with_batch_statistics(model, images, labels, batch_size):
     return correct / len(images), loss_sum / len(images)
 
 
-def recompute_moving_statistics(model, images, batch_size):
+def recompute_moving_statistics(model, images, batch_size, preprocess):
     """Set each BatchNormalization layer's moving mean and variance to the mean and
     variance of its inputs over `images` (uint8) under the final weights, layer by
     layer from the input up, so each layer sees the inputs inference will give it."""
     for layer in norm_layers(model):
         upstream = keras.Model(model.inputs[0], layer.input)
         count, total, total_squares = 0, 0.0, 0.0
-        for x, _ in uint8_batches(images, np.zeros(len(images), np.int32), batch_size):
+        for x, _ in scaled_batches(images, np.zeros(len(images), np.int32), batch_size,
+                                   preprocess):
             features = upstream(x, training=False).numpy().astype(np.float64)
             features = features.reshape(-1, features.shape[-1])
             count += len(features)
@@ -116,10 +111,9 @@ class Monitor(keras.callbacks.Callback):
     when asked, validation accuracy and loss with batch statistics, put into the epoch's
     logs ahead of CSVLogger so that history.csv and history.json hold them."""
 
-    def __init__(self, probe, validation, batch_size, track_validation, pictures=None):
+    def __init__(self, probe, validation, run, pictures=None):
         super().__init__()
-        self.probe, self.validation, self.batch_size = probe, validation, batch_size
-        self.track_validation, self.pictures = track_validation, pictures
+        self.probe, self.validation, self.run, self.pictures = probe, validation, run, pictures
         self.statistics, self.inputs_model = [], None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -127,56 +121,52 @@ class Monitor(keras.callbacks.Callback):
             return
         self.inputs_model = self.inputs_model or layer_inputs(self.model)  # built once
         self.statistics.append(layer_statistics(self.model, self.probe, self.inputs_model))
-        if self.track_validation and logs is not None:
-            accuracy, loss = evaluate_with_batch_statistics(self.model, *self.validation,
-                                                            self.batch_size)
+        if self.run.track_batch_stats and logs is not None:
+            accuracy, loss = evaluate_with_batch_statistics(
+                self.model, *self.validation, self.run.batch_size, self.run.preprocess)
             logs["val_accuracy_batch_stats"], logs["val_loss_batch_stats"] = accuracy, loss
 
     def on_train_end(self, logs=None):
         """The picture of the statistics, drawn beside the evaluation that follows."""
         if self.pictures is not None and self.statistics:
-            self.pictures.ask(BATCHNORM_STATISTICS_PNG, "plot_batchnorm_statistics",
+            self.pictures.ask(BATCHNORM_STATISTICS_PNG, plot_history.plot_batchnorm_statistics,
                               self.statistics)
 
 
-def monitor(x_train, y_train, config, pictures=None):
+def monitor(x_train, y_train, run, pictures=None):
     """The Monitor for a run: the probe is the first batch of training images."""
-    split_at = training_image_count(len(x_train), config["validation_split"])
-    probe = scaled(x_train[:config["batch_size"]])
-    return Monitor(probe, (x_train[split_at:], y_train[split_at:]), config["batch_size"],
-                   config["track_batch_stats"], pictures)
+    probe = run.preprocess(x_train[:run.batch_size])
+    return Monitor(probe, (x_train[run.split_at:], y_train[run.split_at:]), run, pictures)
 
 
-def as_fit_validated(images, labels, config):
+def as_fit_validated(images, labels, run):
     """evaluate's inputs for uint8 images in the form fit validated (--fast: the uint8
-    pipeline; else float32 arrays scaled as preprocess() scales, labels as they are), so
-    that evaluate reuses fit's traced test function: other input types trace it again."""
-    if config["fast"] is not None:
-        return dict(x=uint8_batches(images, labels, config["batch_size"]))
-    return dict(x=scaled(images), y=labels, batch_size=config["batch_size"])
+    pipeline; else the arrays preprocess() makes, labels as they are), so that evaluate
+    reuses fit's traced test function: other input types trace it again."""
+    if run.fast:
+        return dict(x=uint8_batches(images, labels, run.batch_size, run.preprocess))
+    return dict(x=run.preprocess(images), y=labels, batch_size=run.batch_size)
 
 
-def diagnose(model, x_train, y_train, config, epochs):
+def diagnose(model, x_train, y_train, run, epochs):
     """Validation accuracy with moving and with batch statistics, as run.json records it;
     prints the note when they differ by more than NOTE_GAP. None without BatchNormalization."""
     if not norm_layers(model):
         return None
     start = time.perf_counter()
-    split_at = training_image_count(len(x_train), config["validation_split"])
-    images, labels = x_train[split_at:], y_train[split_at:]
+    images, labels = x_train[run.split_at:], y_train[run.split_at:]
     with filtered_stderr():  # a new tf.data pipeline repeats fit's start-up line
         moving_loss, moving_accuracy = (float(v) for v in model.evaluate(
-            **as_fit_validated(images, labels, config), verbose=0))
-    batch_accuracy, batch_loss = evaluate_with_batch_statistics(model, images, labels,
-                                                               config["batch_size"])
-    steps = epochs * math.ceil(split_at / config["batch_size"])
+            **as_fit_validated(images, labels, run), verbose=0))
+    batch_accuracy, batch_loss = evaluate_with_batch_statistics(
+        model, images, labels, run.batch_size, run.preprocess)
+    steps = epochs * math.ceil(run.split_at / run.batch_size)
     result = {"val_accuracy_moving_statistics": moving_accuracy,
               "val_loss_moving_statistics": moving_loss,
               "val_accuracy_batch_statistics": batch_accuracy,
               "val_loss_batch_statistics": batch_loss,
-              "recomputed": config["recompute_bn_stats"], "training_steps": steps,
-              "momentum": config["bn_momentum"],
-              "momentum_power_steps": config["bn_momentum"] ** steps,
+              "recomputed": run.recompute_bn_stats, "training_steps": steps,
+              "momentum": run.bn_momentum, "momentum_power_steps": run.bn_momentum ** steps,
               "seconds": time.perf_counter() - start}
     result["note"] = note(result)
     if result["note"]:
@@ -204,8 +194,7 @@ def note(result):
     )
 
 
-def recompute_from_training_images(model, x_train, config):
+def recompute_from_training_images(model, x_train, run):
     """--recompute-bn-stats: the moving statistics of the training images (not the
     validation ones) under the final weights."""
-    split_at = training_image_count(len(x_train), config["validation_split"])
-    recompute_moving_statistics(model, x_train[:split_at], config["batch_size"])
+    recompute_moving_statistics(model, x_train[:run.split_at], run.batch_size, run.preprocess)

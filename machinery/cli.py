@@ -1,15 +1,15 @@
 """The command line: the flags (flags.py) checked together, one-line errors and exit
-codes, Ctrl-C and SIGTERM. Imports no TensorFlow, so that a bad flag is told at once."""
-import contextlib
+codes, Ctrl-C and SIGTERM (signals.py). Imports no TensorFlow, so that a bad flag is
+told at once. The flags are parsed here and never changed afterwards: what a run
+derives from them is its settings (settings.py)."""
 import importlib.util
-import signal
 import sys
 
 import plot_history
+from machinery import signals
 from machinery.datasets import OWN
-from machinery.errors import (Interrupted, ScriptError, TerminationSignal,
-                              interruption_behind)
-from machinery.flags import COMPARE_SEED, DEFAULT_LAYER, build_parser
+from machinery.errors import Interrupted, ScriptError, interruption_behind
+from machinery.flags import build_parser
 
 
 def refuse_flags_beside_predict(parser, args):
@@ -22,26 +22,18 @@ def refuse_flags_beside_predict(parser, args):
 
 
 def parse_args(argv, defaults):
-    """The flags, checked; `defaults` also gives the lesson's verbosity for a terminal."""
+    """The flags, checked; `defaults` are the lesson's constants the flags default to."""
     parser = build_parser(defaults)
     args = parser.parse_args(argv)
     if args.predict is not None:
         refuse_flags_beside_predict(parser, args)
         return args
-    if args.verbose is None:
-        args.verbose = defaults["verbosity"] if sys.stdout.isatty() else 2
     if args.compare and args.no_batchnorm:
         parser.error("--compare already trains the variant without BatchNormalization; "
                      "drop --no-batchnorm")
     if args.sync_bn and not args.distribute:
         parser.error("--sync-bn shares statistics between replicas: add --distribute")
-    if args.compare and args.seed is None:
-        args.seed = COMPARE_SEED
-    if args.compare:  # the comparison shows the batch-statistics curves, and the inputs
-        args.track_batch_stats = args.track_layer_inputs = True
-    check_learning_rates(parser, args)
-    args.track_layer_inputs = args.track_layer_inputs or args.layer_inputs_of is not None
-    args.layer_inputs_of = args.layer_inputs_of or DEFAULT_LAYER
+    check_learning_rates(parser, args.learning_rate, args.compare)
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ScriptError("--tensorboard needs the tensorboard package, which writes and "
                           "shows the logs: pip install tensorboard")
@@ -51,17 +43,14 @@ def parse_args(argv, defaults):
     return args
 
 
-def check_learning_rates(parser, args):
-    """Several rates only under --compare, each once; args.learning_rate is the first
-    (the one a single run trains with), args.learning_rates all of them."""
-    rates = args.learning_rates = args.learning_rate
-    if len(rates) > 1 and not args.compare:
+def check_learning_rates(parser, rates, compare):
+    """Several rates only under --compare, each once."""
+    if len(rates) > 1 and not compare:
         parser.error("several --learning-rate values need --compare, which trains each "
                      "with and without BatchNormalization; give one rate, or add --compare")
     repeated = sorted({rate for rate in rates if rates.count(rate) > 1})
     if repeated:
         parser.error(f"--learning-rate {repeated[0]:g} is given twice: give each rate once")
-    args.learning_rate = rates[0]
 
 
 def check_flags_first(argv, defaults):
@@ -73,42 +62,22 @@ def check_flags_first(argv, defaults):
         sys.exit(code)
 
 
-def raise_termination(signum, frame):
-    raise TerminationSignal()
-
-
-@contextlib.contextmanager
-def sigterm_as_ctrl_c():
-    """SIGTERM (timeout, systemd, Slurm, Kubernetes) stops the run as Ctrl-C does, so
-    that what was finished is written; only the main thread may set a handler."""
-    try:
-        previous = signal.signal(signal.SIGTERM, raise_termination)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def stderr_unfiltered_at_the_end():
-    """However the block ends, undo a stderr filter (machinery/quiet.py, loaded with
-    TensorFlow) that a signal cut short, so that the last line reaches the user."""
-    try:
-        yield
-    finally:
-        quiet = sys.modules.get("machinery.quiet")
-        if quiet is not None:
-            quiet.restore_stderr()
+def stderr_unfiltered():
+    """Undo a stderr filter (machinery/quiet.py, loaded with TensorFlow) that a signal cut
+    short, so that the last line reaches the user."""
+    quiet = sys.modules.get("machinery.quiet")
+    if quiet is not None:
+        quiet.restore_stderr()
 
 
 def run(main, argv=None):
     """Call main(argv) for the command line: one-line errors, exit codes, no tracebacks."""
     try:
-        with sigterm_as_ctrl_c(), stderr_unfiltered_at_the_end():
-            main(argv)
+        with signals.sigterm_as_ctrl_c():
+            try:
+                main(argv)
+            finally:
+                stderr_unfiltered()
     except Interrupted as err:
         print(err, file=sys.stderr)
         return err.code
@@ -119,9 +88,7 @@ def run(main, argv=None):
         stop = interruption_behind(err)
         if stop is None:  # a genuine bug: its traceback
             raise
-        what, code = (("Terminated (SIGTERM)", 143) if isinstance(stop, TerminationSignal)
-                      else ("Interrupted", 130))
-        print(f"{what} before training started or after it ended; the backup, if any, is "
-              "kept: run the same command again.", file=sys.stderr)
-        return code
+        err = signals.stopped(stop)  # before training started or after it ended
+        print(err, file=sys.stderr)
+        return err.code
     return 0

@@ -1,15 +1,13 @@
 """--compare: the lesson's question, does BatchNormalization help? The same network
 trained with and without it, from the same seed on the same data, at each
 --learning-rate; both clocks (epochs and seconds) to each validation accuracy."""
-import argparse
+import dataclasses
 import json
 import shutil
 
 import plot_history
-from machinery import layer_inputs
-from machinery.learning_rates import (DEFAULT, diverged_at, draw_curves, pair_names,
-                                      seconds_to_reach)
-from machinery.outputs import write_json
+from machinery import files, layer_inputs
+from machinery.learning_rates import diverged_at, draw_curves, pair_names, seconds_to_reach
 from machinery.quiet import keras
 
 VARIANTS = (("batchnorm", True), ("no_batchnorm", False))
@@ -22,32 +20,21 @@ ACCURACY_ROWS = (
     ("val_accuracy_recomputed_statistics",
      "final validation accuracy, recomputed statistics (--recompute-bn-stats)"),
 )
-COMPARISON_JSON = "comparison.json"
-COMPARISON_PNG = "batchnorm_comparison.png"
 
 
-def history_name(variant):
-    return f"history_{variant}.json"
-
-
-def pairs(rates=(DEFAULT,)):
+def pairs(rates):
     """(variant, batchnorm, learning rate, sub-folder) of each run --compare makes."""
     batchnorm = dict(VARIANTS)
     return [(variant, batchnorm[variant], rate, name)
             for variant, rate, name in pair_names([v for v, _ in VARIANTS], list(rates))]
 
 
-def folder_names(rates=(DEFAULT,)):
-    """The sub-folders of --compare; those of one rate always, so that a folder started
-    with one rate and resumed with several still holds only its own files."""
+def folder_names(rates):
+    """The sub-folders of --compare at these learning rates; those of one rate (the
+    variants' own names) always, so that a folder started with one rate and resumed with
+    several still holds only its own files."""
     names = [name for *_, name in pairs(rates)]
-    return names + [name for *_, name in pairs() if name not in names]
-
-
-def file_names(rates=(DEFAULT,)):
-    """The files --compare writes beside the runs' folders."""
-    return [*(history_name(name) for name in folder_names(rates)), COMPARISON_JSON,
-            COMPARISON_PNG, layer_inputs.LAYER_INPUTS_PNG]
+    return names + [variant for variant, _ in VARIANTS if variant not in names]
 
 
 def pair_label(variant, rate, rates):
@@ -135,44 +122,44 @@ def format_comparison(summary):
     return "\n".join(lines)
 
 
-def draw(args, out, results, labels):
+def draw(run, results, labels):
     """The validation curves of every run, and their layer inputs side by side."""
-    names = list(results)
+    out, names = run.output_dir, list(results)
     images = results[names[0]]["train_images"]
-    where = f"{args.dataset.upper()}, {images:,} training images"
-    if len(args.learning_rates) > 1:  # a panel per rate
+    where = f"{run.dataset.upper()}, {images:,} training images"
+    if len(run.learning_rates) > 1:  # a panel per rate
         draw_curves([(VARIANT_LABELS[variant], rate, results[name]["history"])
-                     for variant, _, rate, name in pairs(args.learning_rates)],
-                    out / COMPARISON_PNG, title=f"{where}: validation accuracy")
+                     for variant, _, rate, name in pairs(run.learning_rates)],
+                    out / files.COMPARISON_PNG, title=f"{where}: validation accuracy")
     else:
         plot_history.plot_comparison([results[n]["history"] for n in names],
                                      labels=[labels[n] for n in names],
-                                     path=out / COMPARISON_PNG,
+                                     path=out / files.COMPARISON_PNG,
                                      title=f"{where}: validation curves")
-    files = [out / n / layer_inputs.LAYER_INPUTS_JSON for n in names]
-    if all(path.exists() for path in files):
-        layer_inputs.draw([json.loads(path.read_text()) for path in files],
-                          [labels[n] for n in names], out / layer_inputs.LAYER_INPUTS_PNG,
-                          title=f"{where}: inputs of {args.layer_inputs_of} on a probe batch "
+    tracks = [out / n / files.LAYER_INPUTS_JSON for n in names]
+    if all(path.exists() for path in tracks):
+        layer_inputs.draw([json.loads(path.read_text()) for path in tracks],
+                          [labels[n] for n in names], out / files.LAYER_INPUTS_PNG,
+                          title=f"{where}: inputs of {run.layer_inputs_of} on a probe batch "
                                 "of validation images, training mode")
 
 
-def compare(args, data, train_and_test):
-    """Run the lesson's `train_and_test(args, data, out, batchnorm)` for both variants at
-    each learning rate, each from args.seed, into sub-folders; write and print the
-    comparison."""
-    out, rates = args.output_dir, args.learning_rates
+def compare(run, data, train_and_test):
+    """Run the lesson's `train_and_test(settings, data)` for both variants at each
+    learning rate, each a copy of `run` with its differences, from run.seed, in its
+    sub-folder; write and print the comparison."""
+    out, rates = run.output_dir, run.learning_rates
     results, labels = {}, {}
     for variant, batchnorm, rate, name in pairs(rates):
-        keras.utils.set_random_seed(args.seed)
+        keras.utils.set_random_seed(run.seed)
         labels[name] = pair_label(variant, rate, rates)
         print(f"--- {labels[name]} ---")
-        run_args = argparse.Namespace(**{**vars(args), "learning_rate": rate})
-        results[name] = train_and_test(run_args, data, out / name, batchnorm)
-        shutil.copyfile(out / name / "history.json", out / history_name(name))
+        results[name] = train_and_test(dataclasses.replace(
+            run, variant=name, batchnorm=batchnorm, learning_rate=rate), data)
+        shutil.copyfile(out / name / files.HISTORY_JSON, out / files.history_of(name))
     summary = comparison_summary(results, labels)
-    write_json(out / COMPARISON_JSON, summary)
+    files.write_json(out / files.COMPARISON_JSON, summary)
     print(format_comparison(summary))
-    if not args.no_plot:
-        draw(args, out, results, labels)
+    if run.pictures:
+        draw(run, results, labels)
     return {"comparison": summary, "variants": results}

@@ -6,8 +6,8 @@ import numpy as np
 
 from machinery import keras_datasets, own_data
 from machinery.datasets import (DATASET_HOME, DATASETS, KERAS_DATASET_FILES, OWN, PARTS,
-                                cache_file_names, class_names, folder_paths,
-                                keras_cache_dir, official_file_names)
+                                cache_file_names, folder_paths, keras_cache_dir,
+                                official_file_names)
 from machinery.errors import ScriptError
 from machinery.npz import check_npz, read_npz
 from machinery.quiet import quiet_package_logging
@@ -115,50 +115,3 @@ def load(dataset="kmnist", data_dir=None, redownload=False):
         check_arrays(arrays, sources, DATASETS[dataset]["classes"])
     return (arrays["train_imgs"], arrays["train_labels"]), (
         arrays["test_imgs"], arrays["test_labels"])
-
-
-def training_image_count(images, split):
-    """How many of `images` training images fit() trains on: Keras holds out the last
-    `split` of them, rounding the training share down."""
-    return int(images * (1 - split))
-
-
-def describe_classes(args, data):
-    """Set args.classes and args.class_names: the data set's, or own data's from its
-    labels and class_names.txt, which the output then shows; and args.image_preparation,
-    own data's record of how its images were prepared (None when unknown)."""
-    (_, y_train), (_, y_test) = data
-    own_names = args.image_preparation = None
-    if args.dataset == OWN:
-        args.classes = own_data.class_count(y_train, y_test, args.data_dir)
-        own_names = own_data.class_names(args.data_dir, args.classes)
-        print(f"Own data: {args.classes} classes (labels 0 to {args.classes - 1}"
-              f"{', named in ' + own_data.OWN_CLASS_NAMES_FILE if own_names else ''}), "
-              f"{len(y_train):,} training and {len(y_test):,} test images.")
-        args.image_preparation = own_data.preparation(args.data_dir, data[0][0])
-    else:
-        args.classes = DATASETS[args.dataset]["classes"]
-    args.class_names = class_names(args.dataset, args.classes, own_names)
-
-
-def for_this_run(data, args):
-    """Describe the classes (describe_classes), note a subset, keep the first --limit
-    images, and check that the split leaves images for both training and validation."""
-    dataset, limit, split = args.dataset, args.limit, args.validation_split
-    describe_classes(args, data)
-    (x_train, y_train), (x_test, y_test) = data
-    official = DATASETS.get(dataset)
-    if official and (len(x_train), len(x_test)) != (official["train"], official["test"]):
-        print(f"Note: loaded {len(x_train):,} training and {len(x_test):,} test images; "
-              f"the official {dataset.upper()} has {official['train']:,} and "
-              f"{official['test']:,}.")
-    if limit:
-        x_train, y_train, x_test, y_test = (a[:limit] for a in (x_train, y_train, x_test, y_test))
-    kept = training_image_count(len(x_train), split)
-    if kept < 1 or kept == len(x_train):
-        raise ScriptError(
-            f"{len(x_train)} training image(s) with --validation-split {split} leave "
-            f"{kept} for training and {len(x_train) - kept} for validation: "
-            "use more images (--limit) or another split"
-        )
-    return (x_train, y_train), (x_test, y_test)

@@ -8,8 +8,8 @@ import contextlib
 import json
 import os
 import re
-import signal
 
+from machinery import signals
 from machinery.errors import ScriptError
 from machinery.keras_internals import (  # noqa: F401  (model_batchnorm.py calls it here)
     bound_lost_worker_wait, work_around_keras_distribution_bugs)
@@ -100,13 +100,9 @@ def make_strategy(name, cpu_devices=2, slurm_port=8888):
     if name == "multiworker":
         resolver = cluster_resolver(slurm_port)
         bound_lost_worker_wait(resolver, HEARTBEAT_TIMEOUT_S)
-        handler = signal.getsignal(signal.SIGTERM)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-        # The strategy's preemption notifier takes SIGTERM over and only logs it; give it
-        # back to cli.py's handler, which stops the run as Ctrl-C does.
-        with contextlib.suppress(ValueError, TypeError):  # not the main thread / not Python's
-            signal.signal(signal.SIGTERM, handler)
-        return strategy
+        # SIGTERM stays cli.py's, which stops the run as Ctrl-C does.
+        with signals.sigterm_handler_kept():
+            return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     if tf.config.list_physical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -135,10 +131,10 @@ def is_chief(strategy):
                 and "chief" not in resolver.cluster_spec().as_dict()))
 
 
-def note_small_shares(args):
+def note_small_shares(args, strategy):
     """One line when each replica normalises fewer than SMALL_SHARE images and --sync-bn
     is off."""
-    replicas = args.strategy.num_replicas_in_sync if args.strategy else 1
+    replicas = strategy.num_replicas_in_sync if strategy else 1
     share = args.batch_size // replicas
     if replicas > 1 and share < SMALL_SHARE and not args.sync_bn:
         print(f"Note: each of the {replicas} replicas normalises only {share} images per step "
@@ -185,6 +181,6 @@ def scope(strategy):
     return strategy.scope() if strategy else contextlib.nullcontext()
 
 
-def norm_options(args):
+def norm_options(run):
     """--sync-bn: the BatchNormalization layers share their batch statistics across replicas."""
-    return {"synchronized": True} if args.sync_bn else {}
+    return {"synchronized": True} if run.sync_bn else {}

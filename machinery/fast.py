@@ -10,7 +10,6 @@ bfloat16 computes in bfloat16 where the hardware has it natively.
 import contextlib
 from pathlib import Path
 
-from machinery.data import training_image_count
 from machinery.quiet import keras, tf
 
 STEPS_PER_EXECUTION = 16
@@ -98,32 +97,53 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(tf.reshape(y, shape), self.compute_dtype)
 
 
-def steps_per_execution(args):
+def steps_per_execution(fast, sync_bn):
     """Training steps per call into TensorFlow: STEPS_PER_EXECUTION under --fast, except
     with --sync-bn, whose cross-replica statistics TensorFlow cannot compute inside the
     loop of several steps (it stops with "You must feed a value for placeholder
     tensor"): one there, as without --fast."""
-    return STEPS_PER_EXECUTION if args.fast and not args.sync_bn else 1
+    return STEPS_PER_EXECUTION if fast and not sync_bn else 1
 
 
-def settings(args):
+def recorded(run):
     """What run.json records as this run's --fast configuration (None without it)."""
-    return {**SETTINGS, "steps_per_execution": steps_per_execution(args)} if args.fast else None
+    return {**SETTINGS, "steps_per_execution": run.steps_per_execution} if run.fast else None
 
 
-def uint8_batches(images, labels, batch_size, shuffle=False):
-    """Batches of uint8 images, scaled to float32 in [0, 1] on the fly and prefetched.
+class InGraph:
+    """A batch of images inside a tf.data pipeline, with the three things of a NumPy array
+    that the lesson's preprocess() uses (shape, reshape, astype) and its division: the
+    one scaling of the images runs in the pipeline op for op as it runs on arrays."""
 
-    The scaling is the lesson's preprocess(), bit for bit; uint8 in memory takes a
-    quarter of the space of a float32 copy."""
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    @property
+    def shape(self):
+        return tuple(self.tensor.shape)  # a batch's size is None: unknown until it runs
+
+    def reshape(self, *shape):
+        return InGraph(tf.reshape(self.tensor, [-1 if side is None else side for side in shape]))
+
+    def astype(self, dtype):
+        return InGraph(tf.cast(self.tensor, dtype))
+
+    def __truediv__(self, divisor):
+        return InGraph(self.tensor / divisor)
+
+
+def uint8_batches(images, labels, batch_size, preprocess, shuffle=False):
+    """Batches of uint8 images, scaled by `preprocess` (the lesson's) on the fly and
+    prefetched: the same values as preprocess() on the arrays, bit for bit, with uint8 in
+    memory, a quarter of the space of a float32 copy."""
     images, labels = tf.constant(images), tf.constant(labels)
     order = tf.data.Dataset.range(images.shape[0])
     if shuffle:  # fit() shuffles its arrays every epoch; so does this
         order = order.shuffle(images.shape[0], reshuffle_each_iteration=True)
 
     def load(index):
-        x = tf.cast(tf.gather(images, index), tf.float32) / 255
-        return tf.expand_dims(x, -1), tf.cast(tf.gather(labels, index), tf.int32)
+        x = preprocess(InGraph(tf.gather(images, index))).tensor
+        return x, tf.cast(tf.gather(labels, index), tf.int32)
 
     return without_autotuning(order.batch(batch_size)
                               .map(load, num_parallel_calls=PARALLEL_CALLS)
@@ -138,19 +158,19 @@ def without_autotuning(dataset):
     return dataset.with_options(options)
 
 
-def fit_inputs(x_train, y_train, batch_size, validation_split):
+def fit_inputs(x_train, y_train, run):
     """model.fit's inputs: the same training and validation images as validation_split
     gives (the last share validates), as pipelines."""
-    split_at = training_image_count(len(x_train), validation_split)
+    split_at, size, preprocess = run.split_at, run.batch_size, run.preprocess
     return dict(
-        x=uint8_batches(x_train[:split_at], y_train[:split_at], batch_size, shuffle=True),
-        validation_data=uint8_batches(x_train[split_at:], y_train[split_at:], batch_size),
+        x=uint8_batches(x_train[:split_at], y_train[:split_at], size, preprocess, shuffle=True),
+        validation_data=uint8_batches(x_train[split_at:], y_train[split_at:], size, preprocess),
         shuffle=False,  # the pipeline shuffles
     )
 
 
-def evaluate_inputs(x_test, y_test, batch_size):
-    return dict(x=uint8_batches(x_test, y_test, batch_size))
+def evaluate_inputs(x_test, y_test, run):
+    return dict(x=uint8_batches(x_test, y_test, run.batch_size, run.preprocess))
 
 
 def with_plain_layers(model):

@@ -2,15 +2,15 @@
 lists them; their defaults are the lesson's constants, handed in by model_batchnorm.py.
 cli.py checks them together and runs the script. Imports no TensorFlow."""
 import argparse
+import sys
 from pathlib import Path
 
 from machinery.datasets import DATASETS, OWN
 from machinery.errors import UsageError
 
 COMPARE_SEED = 1  # --compare without --seed
-LEARNING_RATE = 0.001  # Adam's default, the lesson's
-# The lesson's layers as the faithful run's model summary names them
-# (machinery/layer_inputs.py checks them against the model).
+# The lesson's layers as the faithful run's model summary names them, in order
+# (tests/test_layer_inputs.py holds them against the model that Keras builds).
 LESSON_LAYERS = ("conv2d", "batch_normalization", "max_pooling2d", "batch_normalization_1",
                  "conv2d_1", "batch_normalization_2", "max_pooling2d_1",
                  "batch_normalization_3", "flatten", "dense", "batch_normalization_4",
@@ -65,12 +65,13 @@ def positive_rate(text):
     return value
 
 
-def add_study_flags(add):
+def add_study_flags(add, defaults):
     """The lesson's two claims measured: covariate shift and higher learning rates."""
-    add("--learning-rate", type=positive_rate, nargs="+", default=[LEARNING_RATE],
+    add("--learning-rate", type=positive_rate, nargs="+", default=[defaults["learning_rate"]],
         metavar="RATE",
         help=f"Adam's learning rate; with --compare, several: each is trained with and "
-             f"without BatchNormalization (default: {LEARNING_RATE}, Keras' and the lesson's)")
+             f"without BatchNormalization (default: {defaults['learning_rate']}, Keras' and "
+             f"the lesson's)")
     add("--track-layer-inputs", action="store_true",
         help="record the 15th, 50th and 85th percentiles of a layer's inputs on a probe "
              "batch about 100 times during training, in layer_inputs.json and "
@@ -117,7 +118,7 @@ def add_data_flags(add, defaults):
         help="delete this dataset's files from the Keras cache and download them again")
 
 
-def add_run_flags(add):
+def add_run_flags(add, defaults):
     add("--output-dir", type=Path, default=Path("outputs"),
         help="where every output goes (default: %(default)s)")
     add("--restart", action="store_true",
@@ -147,7 +148,8 @@ def add_run_flags(add):
         help="write TensorBoard logs to OUTPUT_DIR/logs (needs the tensorboard package)")
     add("--dry-run", action="store_true",
         help="check flags, output folder and data, build the model, then stop before training")
-    add("--verbose", type=int, choices=(0, 1, 2), default=None,
+    add("--verbose", type=int, choices=(0, 1, 2),
+        default=defaults["verbosity"] if sys.stdout.isatty() else 2,
         help="Keras fit verbosity, 2 a line per epoch "
              "(default: 1 on a terminal, 2 when piped)")
 
@@ -177,15 +179,15 @@ def add_predict_flag(add):
 
 
 def build_parser(defaults):
-    """The training script's flags; `defaults` holds the lesson's epochs, batch_size and
-    validation_split."""
+    """The training script's flags; `defaults` holds the lesson's epochs, batch_size,
+    validation_split, learning_rate and verbosity."""
     parser = OneLineParser(
         description="Train the lesson's BatchNormalization CNN on KMNIST. "
                     "With no flags this is the faithful run.",
     )
     add_data_flags(parser.add_argument, defaults)
-    add_run_flags(parser.add_argument)
+    add_run_flags(parser.add_argument, defaults)
     add_batchnorm_flags(parser.add_argument)
-    add_study_flags(parser.add_argument)
+    add_study_flags(parser.add_argument, defaults)
     add_predict_flag(parser.add_argument)
     return parser

@@ -21,26 +21,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import filelock
 
-from machinery import compare, layer_inputs, outputs
-from machinery.learning_rates import DEFAULT
 from machinery.errors import ScriptError, environmental
+from machinery.files import BACKUP_DIR, LOCK, MANIFEST, WORKERS_DIR, run_files, write_json
 
-MANIFEST = "manifest.json"
-LOCK = "run.lock"
 WRITTEN_BY = "model_batchnorm.py"
 DELETION_SAFE = "every file listed here was written by model_batchnorm.py; --overwrite deletes them"
-
-
-def run_files(rates=(DEFAULT,)):
-    """Every name a run (or a --compare run at these learning rates) may create in its
-    output folder."""
-    files = [outputs.HISTORY_JSON, outputs.HISTORY_CSV, outputs.MODEL, outputs.RUN_JSON,
-             outputs.TRAINING_HISTORY_PNG, outputs.PREDICTIONS_PNG,
-             outputs.CONFUSION_MATRIX_PNG, outputs.BATCHNORM_STATISTICS_PNG,
-             layer_inputs.LAYER_INPUTS_JSON, *compare.file_names(rates)]
-    folders = [outputs.BACKUP_DIR, outputs.LOGS_DIR, outputs.WORKERS_DIR,
-               *compare.folder_names(rates)]
-    return [*files, *map(outputs.partial_name, files), *folders]
 
 
 def read_manifest(out):
@@ -68,10 +53,10 @@ def listing(names, most=5):
 def workers_folder(out):
     """{workers} if `out` holds the other workers' folders (which they may create before
     the chief writes its manifest), else nothing."""
-    workers = out / outputs.WORKERS_DIR
+    workers = out / WORKERS_DIR
     if workers.is_dir() and all(re.fullmatch(r"(chief|worker)-\d+", path.name)
                                 for path in workers.iterdir()):
-        return {outputs.WORKERS_DIR}
+        return {WORKERS_DIR}
     return set()
 
 
@@ -97,7 +82,7 @@ def refuse_finished(out, manifest, overwrite):
 def remove_run(out, manifest):
     """--overwrite: delete the files the manifest lists, nothing else; the other workers'
     folders are theirs to replace (startup.own_folder)."""
-    for name in ours(manifest) - {MANIFEST, LOCK, outputs.WORKERS_DIR}:
+    for name in ours(manifest) - {MANIFEST, LOCK, WORKERS_DIR}:
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -114,7 +99,7 @@ def write_manifest(out, **fields):
     start leaves the folder as it was, modification times included."""
     manifest = {"written_by": WRITTEN_BY, "note": DELETION_SAFE, **fields}
     if read_manifest(out) != manifest:
-        outputs.write_json(out / MANIFEST, manifest)
+        write_json(out / MANIFEST, manifest)
 
 
 # Byte 0 of run.lock is the one Windows' LockFileEx locks, which no other handle may read
@@ -173,11 +158,12 @@ def locked(out):
         lock.release()
 
 
-def finish(out, started, rates):
-    """The backups go last, once every output is written; then the run is marked done."""
-    for folder in ("", *compare.folder_names(rates)):
-        shutil.rmtree(out / folder / outputs.BACKUP_DIR, ignore_errors=True)
-    written = [name for name in run_files(rates) if (out / name).exists()]
+def finish(out, started, names):
+    """The backups (the run's, and its sub-folders' under --compare) go last, once every
+    output is written; then the run is marked done."""
+    for folder in ("", *names):
+        shutil.rmtree(out / folder / BACKUP_DIR, ignore_errors=True)
+    written = [name for name in names if (out / name).exists()]
     write_manifest(out, state="finished", started=started, finished=now(), files=written)
 
 
@@ -193,18 +179,19 @@ def claim(out, overwrite):
 
 
 @contextlib.contextmanager
-def claimed(out, overwrite=False, rates=(DEFAULT,)):
+def claimed(out, overwrite=False, names=None):
     """The run's whole life in `out`: locked, its own files only; a full disk or a
-    read-only folder met on the way is one line (errors.environmental). `rates`: the
-    --learning-rate values, which name --compare's sub-folders."""
+    read-only folder met on the way is one line (errors.environmental). `names`: every
+    name the run may create in `out` (by default, files.run_files() of a single run)."""
+    names = run_files() if names is None else names
     # Before creating run.lock in a stranger's folder; take_lock judges run.lock itself.
     refuse_foreign(out, read_manifest(out), lock_is_ours=True)
     with locked(out):
         started = claim(out, overwrite)
-        write_manifest(out, state="running", started=started, files=run_files(rates))
+        write_manifest(out, state="running", started=started, files=names)
         try:
             yield
-            finish(out, started, rates)
+            finish(out, started, names)
         except OSError as err:
             fault = environmental(err, out)
             if fault:

@@ -10,17 +10,14 @@ it (tests/test_layer_inputs.py compares the histories).
 """
 import json
 import math
-import re
 import time
 
 import numpy as np
 
 from plot_history import new_figure
-from machinery.flags import LESSON_LAYERS
 from machinery.batchnorm_stats import moving_statistics_kept, norm_layers
-from machinery.data import training_image_count
-from machinery.fast import uint8_batches
-from machinery.outputs import write_atomically, write_json
+from machinery.files import LAYER_INPUTS_JSON, LAYER_INPUTS_PNG, write_atomically, write_json
+from machinery.flags import LESSON_LAYERS
 from machinery.quiet import keras
 
 PERCENTILES = (15, 50, 85)
@@ -28,20 +25,15 @@ POINTS = 100  # about this many per run: the interval is derived from the run's 
 # The measurements may take at most this share of training's wall-clock time: a point
 # is skipped while they would exceed it (a short run on a slow machine gets fewer).
 BUDGET = 0.03
-LAYER_INPUTS_JSON = "layer_inputs.json"
-LAYER_INPUTS_PNG = "layer_inputs.png"
 
 
 def lesson_names(model):
-    """Each layer's name as Keras names the first such model built in a process: the
-    class in snake case, numbered from the second of its kind on."""
-    names, seen = [], {}
-    for layer in model.layers:
-        kind = ("batch_normalization" if isinstance(layer, keras.layers.BatchNormalization)
-                else re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", type(layer).__name__).lower())
-        names.append(kind if kind not in seen else f"{kind}_{seen[kind]}")
-        seen[kind] = seen.get(kind, 0) + 1
-    return names
+    """The lesson's name (flags.LESSON_LAYERS) of each of `model`'s layers, by position:
+    without BatchNormalization (--no-batchnorm) the network has the lesson's other
+    layers, in their order."""
+    normalized = bool(norm_layers(model))
+    return [name for name in LESSON_LAYERS
+            if normalized or not name.startswith("batch_normalization")]
 
 
 def measured_layer(model, name):
@@ -144,22 +136,12 @@ class LayerInputs(keras.callbacks.Callback):
                  self.picture)
 
 
-def probe_batch(x_train, config):
-    """The fixed probe: the first batch of validation images, scaled as training's."""
-    split_at = training_image_count(len(x_train), config["validation_split"])
-    images = x_train[split_at:split_at + config["batch_size"]]
-    probe, _ = next(iter(uint8_batches(images, np.zeros(len(images), np.int32),
-                                       config["batch_size"])))
-    return probe
-
-
-def callbacks(args, x_train, config, out):
-    """The tracker when --track-layer-inputs (or --compare) asks for it."""
-    if not args.track_layer_inputs:
-        return []
-    return [LayerInputs(probe_batch(x_train, config), args.layer_inputs_of,
-                        out / LAYER_INPUTS_JSON,
-                        None if args.no_plot else out / LAYER_INPUTS_PNG)]
+def tracker(run, x_train):
+    """The LayerInputs of run.layer_inputs_of (--track-layer-inputs; --compare), on the
+    first batch of validation images, scaled as training's."""
+    probe = run.preprocess(x_train[run.split_at:run.split_at + run.batch_size])
+    return LayerInputs(probe, run.layer_inputs_of, run.output_dir / LAYER_INPUTS_JSON,
+                       run.output_dir / LAYER_INPUTS_PNG if run.pictures else None)
 
 
 def draw(records, labels, path, title=None):

@@ -7,10 +7,8 @@ import math
 import numpy as np
 
 from plot_history import new_figure
-from machinery.outputs import write_atomically
+from machinery.files import write_atomically
 from machinery.quiet import keras
-
-DEFAULT = 0.001  # Adam's default, the lesson's
 
 
 def rate_text(rate):

@@ -17,7 +17,7 @@ import numpy as np
 from machinery import images as preparation
 from machinery.datasets import DATASETS, KMNIST_CLASS_NAMES, class_names
 from machinery.errors import ScriptError, UsageError
-from machinery.outputs import MODEL, RUN_JSON
+from machinery.files import MODEL, RUN_JSON
 from machinery.quiet import filtered_stderr, keras
 
 SIDE = preparation.SIDE  # the training images' width and height

@@ -87,18 +87,15 @@ def quiet_package_logging():
 
 
 @contextlib.contextmanager
-def until_first_epoch_ends(callbacks):
-    """Filter stderr while fit starts up; a callback appended to `callbacks` ends the
-    filter when the first epoch ends, so that anything later reaches the user at once.
-    Not after the first step: a callback with a per-batch hook makes Keras stop and
-    hand every step's logs to Python, which cost the default run a quarter of its
-    speed (bench/benchmark.py, docs/speed.md)."""
-    from keras.callbacks import LambdaCallback
-
+def until_first_epoch_ends():
+    """Filter stderr while fit starts up; yields the callback that ends the filter when
+    the first epoch ends, so that anything later reaches the user at once. Not after the
+    first step: a callback with a per-batch hook makes Keras stop and hand every step's
+    logs to Python, which cost the default run a quarter of its speed (bench/benchmark.py,
+    docs/speed.md)."""
     with contextlib.ExitStack() as startup:
         startup.enter_context(filtered_stderr())
-        callbacks.append(LambdaCallback(on_epoch_end=lambda epoch, logs: startup.close()))
-        yield
+        yield keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: startup.close())
 
 
 def not_a_retracing_hint(record):

@@ -1,21 +1,18 @@
-"""A run backed up after every epoch, so that a killed or interrupted run resumes.
+"""Where a run resumes: the backup in its output folder (backup.py), checked against the
+log, the run's settings and its data, or under --distribute multiworker the epoch every
+worker holds. A backup that disagrees is refused with one line rather than trusted.
 
 backup.Backup keeps the model, the optimizer and the epoch count; CSVLogger appends
-each epoch's metrics. Together they give the full history of a run that was resumed
-any number of times; a backup that disagrees with the log, or with this run's
-settings and data, is refused with one line rather than trusted.
+each epoch's metrics (callbacks.py puts them in their order). Together they give the
+full history of a run that was resumed any number of times.
 """
-import contextlib
 import csv
 import hashlib
 import json
 import shutil
-import signal
-import time
 
-from machinery import backup, distribute, outputs
-from machinery.errors import ScriptError, TerminationSignal, interruption_behind
-from machinery.quiet import keras, until_first_epoch_ends
+from machinery import backup, distribute, files
+from machinery.errors import ScriptError
 
 # What a backup must share with this run to be resumed by it (every setting that
 # changes what training computes), in the order an error names the differences.
@@ -44,14 +41,12 @@ def keep_first_rows(path, count):
         lines = f.read().splitlines(True)
     if len(lines) > count + 1:
         kept = "".join(lines[: count + 1])
-        outputs.write_atomically(path, lambda partial: partial.write_text(kept))
+        files.write_atomically(path, lambda partial: partial.write_text(kept))
 
 
-def resume_key(config):
-    """The part of run_config a backup must match; --fast as on or off, since its
-    settings are fixed."""
-    return {key: (config[key] is not None if key == "fast" else config.get(key))
-            for key in MUST_MATCH}
+def resume_key(run):
+    """The settings a backup must match, as its config.json holds them."""
+    return {key: getattr(run, key) for key in MUST_MATCH}
 
 
 def differences(saved, wanted):
@@ -73,14 +68,14 @@ def start_fresh(folder, log, wanted, why=None):
     shutil.rmtree(folder, ignore_errors=True)
     log.unlink(missing_ok=True)
     folder.mkdir(parents=True)
-    outputs.write_json(folder / "config.json", wanted)
+    files.write_json(folder / files.BACKUP_CONFIG, wanted)
     return 0
 
 
 def backup_epochs(out, wanted, restart=False):
     """How many epochs the backup in `out` holds, once it has proved itself
     (backup.verify). With none (or with `restart`), start a new backup: 0."""
-    folder, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
+    folder, log = out / files.BACKUP_DIR, out / files.HISTORY_CSV
     if restart:
         return start_fresh(folder, log, wanted, (folder / backup.METADATA).exists()
                            and f"--restart discards the backup in {folder}")
@@ -93,9 +88,9 @@ def backup_epochs(out, wanted, restart=False):
         return start_fresh(folder, log, wanted, logged and (
             f"{log} logs an epoch that no backup holds (the run was stopped between the two)"))
     try:
-        saved = json.loads((folder / "config.json").read_text())
+        saved = json.loads((folder / files.BACKUP_CONFIG).read_text())
     except (OSError, ValueError) as err:
-        raise backup.damaged(folder, f"config.json is unreadable: {err}") from None
+        raise backup.damaged(folder, f"{files.BACKUP_CONFIG} is unreadable: {err}") from None
     changed = differences(saved, wanted)
     if changed:
         raise ScriptError(
@@ -145,7 +140,7 @@ def agreed_epoch(strategy, epochs, wanted):
 
 def settle(out, wanted, latest, epochs_done):
     """Make the backup hold `epochs_done` epochs (the workers' common epoch) and say so."""
-    folder, log = out / outputs.BACKUP_DIR, out / outputs.HISTORY_CSV
+    folder, log = out / files.BACKUP_DIR, out / files.HISTORY_CSV
     if epochs_done == 0:
         return start_fresh(folder, log, wanted) if latest else 0
     if epochs_done < latest:
@@ -156,121 +151,21 @@ def settle(out, wanted, latest, epochs_done):
     return epochs_done
 
 
-def start_or_resume(out, config, restart=False, strategy=None):
-    """Return how many epochs of the backup in `out` training resumes after: all it
-    holds, or under --distribute multiworker the epoch every worker holds."""
-    wanted = resume_key(config)
+def start_or_resume(run):
+    """Return how many epochs of the backup in the run's folder training resumes after:
+    all it holds, or under --distribute multiworker the epoch every worker holds."""
+    out, wanted = run.output_dir, resume_key(run)
     try:
-        latest = backup_epochs(out, wanted, restart)
+        latest = backup_epochs(out, wanted, run.restart)
     except ScriptError:
-        agreed_epoch(strategy, None, wanted)  # the other workers must not wait for this one
+        agreed_epoch(run.strategy, None, wanted)  # the other workers must not wait for this one
         raise
-    epochs = (latest, earliest_epoch(out / outputs.BACKUP_DIR, latest))
-    return settle(out, wanted, latest, agreed_epoch(strategy, epochs, wanted))
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each epoch, its validation included, and beside them the
-    process's CPU seconds (all threads): an epoch whose CPU time falls far below its
-    wall time spent part of it waiting (docs/speed.md, the stall between epochs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self.cpu_seconds = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = (time.perf_counter(), time.process_time())
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start[0])
-        self.cpu_seconds.append(time.process_time() - self.start[1])
-
-
-class SignalsWaitForTheBackup:
-    """Ctrl-C and SIGTERM stop training where they land, except between an epoch's log row
-    and its backup: there they wait until the backup holds that epoch, so that the log, the
-    backup and the message always agree. Takes over only a signal that Python turns into
-    an exception (a signal ignored, as under nohup, stays ignored)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.holding, self.pending = False, None
-
-    def handle(self, signum, frame):
-        self.pending = signum
-        if not self.holding:
-            self.act()
-
-    def act(self):
-        signum, self.pending = self.pending, None
-        raise TerminationSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def hold(self, *_):
-        self.holding = True
-
-    def release(self, *_):
-        self.holding = False
-        if self.pending is not None:
-            self.act()
-
-    @contextlib.contextmanager
-    def installed(self):
-        previous = {}
-        try:
-            for signum in self.SIGNALS:
-                if callable(signal.getsignal(signum)):
-                    previous[signum] = signal.signal(signum, self.handle)
-        except ValueError:  # only the main thread may set a handler
-            pass
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-
-class Session:
-    """What model.fit needs from this module (callbacks), and what it leaves behind."""
-
-    def __init__(self, out, epochs_done):
-        self.epochs_done, self.timer = epochs_done, EpochTimer()
-        self.epoch_seconds, self.epoch_cpu_seconds = self.timer.seconds, self.timer.cpu_seconds
-        self.signals = SignalsWaitForTheBackup()
-        self.callbacks = [
-            self.timer,
-            keras.callbacks.LambdaCallback(on_epoch_end=self.signals.hold),
-            # The log comes first: a kill between the two leaves one log row too
-            # many, which start_or_resume drops, never one too few.
-            keras.callbacks.CSVLogger(str(out / outputs.HISTORY_CSV), append=True),
-            backup.Backup(out / outputs.BACKUP_DIR, epochs_done),
-            keras.callbacks.LambdaCallback(on_epoch_end=self.signals.release),
-        ]
-        self.history = {}
+    epochs = (latest, earliest_epoch(out / files.BACKUP_DIR, latest))
+    return settle(out, wanted, latest, agreed_epoch(run.strategy, epochs, wanted))
 
 
 def backed_up_history(out):
     """The log's rows of the epochs the backup holds: what an interrupted run reports."""
-    epochs = backup.saved_epochs(out / outputs.BACKUP_DIR)
-    history = read_history_csv(out / outputs.HISTORY_CSV)
+    epochs = backup.saved_epochs(out / files.BACKUP_DIR)
+    history = read_history_csv(out / files.HISTORY_CSV)
     return {key: values[:epochs] for key, values in history.items()}
-
-
-@contextlib.contextmanager
-def resumable(out, config, restart=False, pictures=True, strategy=None):
-    """Around model.fit: start or resume the backup, yield the Session whose callbacks fit
-    takes, keep TensorFlow's start-up lines quiet, and turn Ctrl-C (or SIGTERM) into
-    Interrupted (Terminated) after writing what was finished. The backup stays: it goes
-    only when every output is written (folder.claimed). Afterwards session.history
-    holds every epoch of the run."""
-    session = Session(out, start_or_resume(out, config, restart, strategy))
-    try:
-        with session.signals.installed(), until_first_epoch_ends(session.callbacks):
-            yield session
-    except BaseException as err:  # Ctrl-C, or SIGTERM (errors.TerminationSignal)
-        stop = interruption_behind(err)
-        if stop is None:
-            raise
-        raise outputs.interruption(out, backed_up_history(out), pictures,
-                                   isinstance(stop, TerminationSignal)) from None
-    session.history = read_history_csv(out / outputs.HISTORY_CSV)

@@ -2,15 +2,20 @@
 the devices are set up, the precision is one they compute natively, the seeds are set,
 Keras' array pipelines run without tf.data's autotuning, a worker that is not the
 chief writes to its own folder, and a model's training state is built before fit."""
+import collections
 import contextlib
 import shutil
 import tempfile
 
 import numpy as np
 
-from machinery import distribute, fast, folder, keras_internals, outputs
+from machinery import compare, distribute, fast, files, folder, keras_internals, settings
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
+
+# What the machine gives a run, for its settings: where it writes (a worker that is
+# not the chief: its own folder), the tf.distribute strategy (or None), the precision.
+Place = collections.namedtuple("Place", "output_dir strategy precision")
 
 
 def check_output_dir(path):
@@ -33,47 +38,48 @@ def seed_everything(seed):
 
 
 @contextlib.contextmanager
-def own_folder(args):
+def own_folder(args, strategy):
     """The chief holds the output folder for the run's whole life (a dry run writes
-    nothing there); another worker keeps its files, its backup included, in
-    OUTPUT_DIR/workers/TASK-N, which outlives a failed run and goes when it finishes."""
-    if distribute.is_chief(args.strategy):
+    nothing there), with every name the run may create in it; another worker keeps its
+    files, its backup included, in OUTPUT_DIR/workers/TASK-N, which outlives a failed run
+    and goes when it finishes. Yields the folder this process writes to."""
+    if distribute.is_chief(strategy):
+        names = files.run_files(compare.folder_names(args.learning_rate))
         with (contextlib.nullcontext() if args.dry_run
-              else folder.claimed(args.output_dir, args.overwrite, args.learning_rates)):
-            yield
+              else folder.claimed(args.output_dir, args.overwrite, names)):
+            yield args.output_dir
         return
-    workers = args.output_dir / outputs.WORKERS_DIR
-    args.output_dir = workers / distribute.task_name(args.strategy).replace(" ", "-")
+    workers = args.output_dir / files.WORKERS_DIR
+    own = workers / distribute.task_name(strategy).replace(" ", "-")
     if args.overwrite and not args.dry_run:  # as the chief replaces its run
-        shutil.rmtree(args.output_dir, ignore_errors=True)
-    check_output_dir(args.output_dir)
-    yield
-    shutil.rmtree(args.output_dir)
+        shutil.rmtree(own, ignore_errors=True)
+    check_output_dir(own)
+    yield own
+    shutil.rmtree(own)
     with contextlib.suppress(OSError):  # the last worker to finish removes the folder
         workers.rmdir()
 
 
 @contextlib.contextmanager
 def prepared(args):
-    """Check the output folder, set up devices (args.strategy) and seeds, and give this
-    process its own folder (own_folder); a worker lost under --distribute multiworker
+    """Check the output folder, set up devices and seeds, and give this process its own
+    folder (own_folder); yields the Place. A worker lost under --distribute multiworker
     is one line (distribute.lost_worker)."""
     check_output_dir(args.output_dir)
     with filtered_stderr():
         tf.config.list_physical_devices()  # the first device query logs CUDA probing
-        args.strategy = distribute.make_strategy(args.distribute, args.cpu_devices,
-                                                 args.slurm_port)
-    distribute.note_small_shares(args)
-    args.precision = fast.effective_precision(args.precision)
-    if args.seed is not None:
-        seed_everything(args.seed)
+        strategy = distribute.make_strategy(args.distribute, args.cpu_devices, args.slurm_port)
+    distribute.note_small_shares(args, strategy)
+    precision = fast.effective_precision(args.precision)
+    if settings.seed_of(args) is not None:
+        seed_everything(settings.seed_of(args))
     # The same batches without the stall between epochs (docs/speed.md).
     keras_internals.array_pipelines_without_autotuning()
     try:
-        with own_folder(args):
-            yield args
+        with own_folder(args, strategy) as output_dir:
+            yield Place(output_dir, strategy, precision)
     except tf.errors.OpError as err:
-        lost = distribute.lost_worker(err, args.strategy)
+        lost = distribute.lost_worker(err, strategy)
         if lost is None:
             raise
         raise lost from None

@@ -46,14 +46,6 @@ def keras_cache():
 
 
 @pytest.fixture
-def pictures_drawn_here(monkeypatch):
-    """Every picture drawn in the test's own process, not beside it (machinery/painter.py),
-    so that the test can look at matplotlib's figures."""
-    from machinery import painter
-    monkeypatch.setattr(painter, "launch", lambda: None)
-
-
-@pytest.fixture
 def empty_cache():
     for path in (KERAS_HOME / "datasets").glob("kmnist.npz_*"):
         path.unlink()
@@ -75,6 +67,17 @@ def module_data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("module-data")
     synthetic.write(synthetic.folder_paths(folder), synthetic.make_arrays(600, 100))
     return folder
+
+
+def settings_for(argv=(), arrays=None, out="outputs", strategy=None):
+    """A run's Settings as model_batchnorm.py makes them from the flags `argv` and the
+    arrays ((x_train, y_train), (x_test, y_test)), in `out`; the precision as the flags
+    ask, whatever the hardware."""
+    import model_batchnorm as mb
+    from machinery import cli, settings, startup
+    args = cli.parse_args([str(argument) for argument in argv], mb.flag_defaults)
+    place = startup.Place(Path(out), strategy, args.precision)
+    return settings.for_run(args, place, arrays, mb.preprocess)[0]
 
 
 def run_script(*args, env=None, timeout=240, script="model_batchnorm.py"):

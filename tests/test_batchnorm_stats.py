@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from conftest import cli, error_lines
+from conftest import cli, error_lines, settings_for
 from machinery import batchnorm_stats
 from testdata import mnist_digits, synthetic
 
@@ -87,13 +87,13 @@ def test_bad_bn_momentum_is_one_line_exit_2(value, capsys):
 
 def test_a_backup_with_another_bn_momentum_is_refused(tmp_path, keras_cache, capsys,
                                                       monkeypatch):
-    from machinery import errors, outputs
+    from machinery import errors, record
 
     def fail(*args, **kwargs):  # a run that trained, then failed: its backup stays
         raise errors.ScriptError("simulated failure after training")
 
     with monkeypatch.context() as patch:
-        patch.setattr(outputs, "save_run", fail)
+        patch.setattr(record, "save_run", fail)
         assert cli(["--epochs", "1", "--output-dir", str(tmp_path)]) == 1
     assert (tmp_path / "backup").is_dir()
     capsys.readouterr()
@@ -117,7 +117,7 @@ def test_recomputed_statistics_are_the_layer_inputs_mean_and_variance():
     for layer in norms:  # spoil them: the recompute must not depend on what was there
         layer.moving_mean.assign(np.full(layer.moving_mean.shape, 5.0))
         layer.moving_variance.assign(np.full(layer.moving_variance.shape, 50.0))
-    batchnorm_stats.recompute_moving_statistics(model, images, batch_size=64)
+    batchnorm_stats.recompute_moving_statistics(model, images, 64, mb.preprocess)
     x = images.reshape(-1, 28, 28, 1).astype("float32") / 255
     for layer in norms:  # each layer's inputs under the recomputed layers below it
         inputs = keras.Model(model.inputs[0], layer.input)(x, training=False).numpy()
@@ -132,7 +132,8 @@ def test_evaluating_with_batch_statistics_changes_no_variable():
     model, images = small_trained_model()
     before = [variable.numpy().copy() for variable in model.variables]
     labels = np.zeros(len(images), np.uint8)
-    accuracy, loss = batchnorm_stats.evaluate_with_batch_statistics(model, images, labels, 100)
+    accuracy, loss = batchnorm_stats.evaluate_with_batch_statistics(model, images, labels, 100,
+                                                                    mb.preprocess)
     after = [variable.numpy() for variable in model.variables]
     assert len(before) == len(after)
     for old, new in zip(before, after):
@@ -200,8 +201,9 @@ def bright_and_dark(images):
 def test_recompute_bn_stats_takes_the_training_images_not_the_validation_ones():
     model, images = small_trained_model()
     images, split_at = bright_and_dark(images)
-    config = {"validation_split": 0.2, "batch_size": 100}
-    batchnorm_stats.recompute_from_training_images(model, images, config)
+    run = settings_for(["--batch-size", 100], ((images, np.zeros(len(images), np.uint8)),) * 2)
+    assert run.split_at == split_at  # 80% of the images, as bright_and_dark splits them
+    batchnorm_stats.recompute_from_training_images(model, images, run)
     first, training_mean = first_norm_inputs_mean(model, images[:split_at])
     _, validation_mean = first_norm_inputs_mean(model, images[split_at:])
     assert not np.allclose(training_mean, validation_mean, rtol=0.05)  # told apart
@@ -218,9 +220,9 @@ def test_diagnosis_measures_the_validation_images_not_the_training_ones(capsys):
         model(mb.preprocess(images[i:i + 50]), training=True).numpy().argmax(axis=1)
         for i in range(0, len(images), 50)])
     labels = np.where(np.arange(len(images)) < split_at, (predicted + 1) % 10, predicted)
-    config = {"validation_split": 0.2, "batch_size": 50, "recompute_bn_stats": False,
-              "bn_momentum": 0.99, "fast": None}
-    diagnosis = batchnorm_stats.diagnose(model, images, labels.astype(np.uint8), config, 1)
+    labels = labels.astype(np.uint8)
+    run = settings_for(["--batch-size", 50], ((images, labels),) * 2)
+    diagnosis = batchnorm_stats.diagnose(model, images, labels, run, 1)
     assert diagnosis["val_accuracy_batch_statistics"] == 1.0
     # 400 training images at batch 50: 8 steps in the epoch (hand-computed).
     assert diagnosis["training_steps"] == 8
@@ -228,13 +230,13 @@ def test_diagnosis_measures_the_validation_images_not_the_training_ones(capsys):
 
 def test_recompute_bn_stats_on_a_resumed_run_takes_the_training_images(
         tmp_path, keras_cache, monkeypatch, capsys):
-    from machinery import errors, outputs
+    from machinery import errors, record
 
     def fail(*args, **kwargs):  # a run that trained an epoch, then failed: its backup stays
         raise errors.ScriptError("simulated failure after training")
 
     with monkeypatch.context() as patch:
-        patch.setattr(outputs, "save_run", fail)
+        patch.setattr(record, "save_run", fail)
         assert cli(["--epochs", "1", "--no-plot", "--output-dir", str(tmp_path)]) == 1
     assert (tmp_path / "backup").is_dir()
     result = mb.main(["--epochs", "2", "--recompute-bn-stats", "--no-plot", "--verbose", "0",

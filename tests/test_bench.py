@@ -195,6 +195,22 @@ def test_smoke_table_shows_each_repeats_ratio_and_the_median():
         "1.20 (1.20)", "1.50 (1.50)", "1.10 (1.10)", "1.20 (1.20)"]
 
 
+def test_another_checkouts_smoke_run_gets_its_own_ratio_and_verdict():
+    import smoke
+    rows = [{**smoke_repeat(12.0, 10.0), "other": 14.0, "other cpu": 14.0},
+            {**smoke_repeat(11.0, 10.0), "other": 12.0, "other cpu": 12.0}]
+    lines = smoke.repeats_table(rows, ("smoke", "other")).splitlines()
+    assert lines[0].split(" | ")[5:7] == ["smoke / floor (CPU)", "other / floor (CPU)"]
+    assert [line.split(" | ")[5:7] for line in lines[2:]] == [
+        ["1.20 (1.20)", "1.40 (1.40)"], ["1.10 (1.10)", "1.20 (1.20)"],
+        ["1.15 (1.15)", "1.30 (1.30)"]]
+    assert lines[2].split(" | ")[1] == "smoke, other, floor, --help, bad flag"
+    assert lines[3].split(" | ")[1] == "other, floor, --help, bad flag, smoke"
+    verdict = smoke.verdicts(rows, ("smoke", "other")).splitlines()
+    assert verdict[:2] == ["smoke / floor at most 1.3 in every repeat: met (worst 1.20)",
+                           "other / floor at most 1.3 in every repeat: MISSED (worst 1.40)"]
+
+
 STACKS = {  # py-spy raw frames, as it writes them: 'function (file:line)'
     "imports": "<module> (model_batchnorm.py:40);train (model_batchnorm.py:90);"
                "TensorFlowTrainer.fit (keras/src/backend/tensorflow/trainer.py:3);"

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.image import imread
 
 import model_batchnorm as mb
-from conftest import cli, error_lines, run_script
+from conftest import cli, error_lines, run_script, settings_for
 
 TEST_LINE = re.compile(r"^Test loss: (\S+) / Test accuracy: (\S+)$", re.M)
 OUTPUT_FILES = ("history.json", "training_history.png", "model.keras", "run.json")
@@ -123,7 +123,7 @@ def test_help_documents_every_flag():
     done = run_script("--help")
     assert done.returncode == 0
     shown = set(re.findall(r"^\s+(?:-[a-z], )?(--[a-z0-9-]+)", done.stdout, re.M))
-    parser = flags.build_parser(dict(epochs=25, batch_size=250, validation_split=0.2))
+    parser = flags.build_parser(mb.flag_defaults)
     accepted = {option for action in parser._actions for option in action.option_strings
                 if option.startswith("--")}
     table = (ROOT / "docs" / "flags-and-outputs.md").read_text().split("## Output files")[0]
@@ -211,8 +211,7 @@ def k49_in_the_keras_cache():
     return arrays, paths
 
 
-def test_k49_through_the_keras_cache_with_its_pictures(empty_cache, tmp_path, monkeypatch,
-                                                       pictures_drawn_here):
+def test_k49_through_the_keras_cache_with_its_pictures(empty_cache, tmp_path, monkeypatch):
     import plot_history
     arrays, paths = k49_in_the_keras_cache()
     figures = {}
@@ -284,7 +283,6 @@ def test_verbose_is_1_on_a_terminal(data_dir, tmp_path):
 
 def count_train_calls(fast, images, batch_size):
     """How many times fit hands control back to Python (on_train_batch_end) in one epoch."""
-    import argparse
     from testdata import synthetic
 
     class Calls(keras.callbacks.Callback):
@@ -296,13 +294,12 @@ def count_train_calls(fast, images, batch_size):
             self.batches.append(batch)
 
     arrays = synthetic.make_arrays(train=images, test=10)
-    args = argparse.Namespace(fast=fast, strategy=None, dataset="kmnist", epochs=1, classes=10,
-                              bn_momentum=0.99, precision="float32", sync_bn=False,
-                              learning_rate=0.001,
-                              batch_size=batch_size, validation_split=0.2, verbose=0)
-    model = mb.make_model(args)
+    x, y = arrays["train_imgs"], arrays["train_labels"]
+    run = settings_for(["--epochs", 1, "--batch-size", batch_size, "--verbose", 0,
+                        *(["--fast"] if fast else [])], ((x, y), (x, y)))
+    model = mb.make_model(run)
     calls = Calls()
-    mb.train(model, arrays["train_imgs"], arrays["train_labels"], args, [calls])
+    mb.train(model, x, y, run, [calls])
     return model, calls.batches
 
 

@@ -126,14 +126,15 @@ def compare_without_training(tmp_path, monkeypatch):
     synthetic.write(synthetic.folder_paths(tmp_path / "data"), synthetic.make_arrays(300, 100))
     built = {}
 
-    def stand_in(args, data, out, batchnorm=True):
-        name = "batchnorm" if batchnorm else "no_batchnorm"
-        built[name] = kernels(mb.make_model(args, batchnorm))
+    def stand_in(run, data):
+        name = "batchnorm" if run.batchnorm else "no_batchnorm"
+        assert run.variant == name  # a --compare run says so itself
+        built[name] = kernels(mb.make_model(run))
         known = KNOWN[name]
         history = {"accuracy": known["val_accuracy"], "loss": [1.0] * 4,
                    "val_accuracy": known["val_accuracy"], "val_loss": [1.0] * 4}
-        out.mkdir(parents=True)
-        (out / "history.json").write_text(json.dumps(history))
+        run.output_dir.mkdir(parents=True)
+        (run.output_dir / "history.json").write_text(json.dumps(history))
         return {**known, "history": history, "train_images": 240}
     monkeypatch.setattr(mb, "train_and_test", stand_in)
 
@@ -232,12 +233,15 @@ def test_compare_keeps_both_backups_until_the_comparison_is_written(tmp_path, mo
                                                                     capsys):
     # docs/flags-and-outputs.md: backup/ is "removed last, after every file above is
     # written". The comparison's last write (--no-plot: comparison.json) fails here.
-    from machinery import errors
+    from machinery import errors, files
+    write_json = files.write_json
 
     def fail(path, data):
-        raise errors.ScriptError(f"simulated failure writing {path.name}")
+        if path.name == "comparison.json":
+            raise errors.ScriptError(f"simulated failure writing {path.name}")
+        write_json(path, data)
 
-    monkeypatch.setattr(compare, "write_json", fail)
+    monkeypatch.setattr(files, "write_json", fail)
     with kmnist_in_cache():
         assert cli(["--compare", "--epochs", "1", "--no-plot", "--verbose", "0",
                     "--output-dir", str(tmp_path)]) == 1

@@ -1,7 +1,6 @@
 """--distribute: logical CPU devices in one process, the chief rule, the other workers'
 own folders, and what a bad TF_CONFIG gets. Two workers on 127.0.0.1 train in
 tests/test_workers.py (TF_CONFIG) and tests/test_slurm.py (Slurm)."""
-import argparse
 import json
 import re
 import socket
@@ -19,10 +18,7 @@ SMALL = ["--epochs", "1", "--no-plot", "--verbose", "2"]
 
 
 def test_cpu_devices_defaults_to_2():
-    from machinery import cli as flags
-    args = flags.parse_args(["--distribute", "mirrored"], dict(
-        epochs=25, batch_size=250, validation_split=0.2, verbosity=1))
-    assert args.cpu_devices == 2  # the README's default
+    assert startup_args("outputs").cpu_devices == 2  # the README's default
 
 
 def test_mirrored_trains_on_three_logical_cpu_devices_with_the_global_batch(data_dir, tmp_path):
@@ -156,19 +152,20 @@ def test_the_chief_is_the_chief_task_else_worker_0(cluster, task_type, task_id, 
     assert distribute.is_chief(FakeMultiWorker(cluster, task_type, task_id)) is chief
 
 
-def startup_args(out):
-    return argparse.Namespace(output_dir=out, distribute="multiworker", cpu_devices=2, seed=None,
-                              dry_run=False, overwrite=False, slurm_port=8888, batch_size=250,
-                              sync_bn=False, precision="float32", learning_rates=[0.001])
+def startup_args(out, *flags):
+    from machinery import cli
+    import model_batchnorm as mb
+    return cli.parse_args(["--distribute", "multiworker", "--output-dir", str(out), *flags],
+                          mb.flag_defaults)
 
 
 def test_a_non_chief_worker_removes_its_own_folder_when_it_finishes(monkeypatch, tmp_path):
     monkeypatch.setattr(distribute, "make_strategy",
                         lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
     out = tmp_path / "out"
-    with startup.prepared(startup_args(out)) as args:
-        assert args.output_dir == out / "workers" / "worker-1" and args.output_dir.is_dir()
-        (args.output_dir / "model.keras").write_text("the worker's copy")
+    with startup.prepared(startup_args(out)) as place:
+        assert place.output_dir == out / "workers" / "worker-1" and place.output_dir.is_dir()
+        (place.output_dir / "model.keras").write_text("the worker's copy")
     assert list(out.iterdir()) == []  # the chief's folder: nothing left from this worker
 
 
@@ -177,8 +174,8 @@ def test_a_failed_non_chief_worker_keeps_its_folder_for_the_rerun(monkeypatch, t
                         lambda *flags: FakeMultiWorker(WORKERS, "worker", 1))
     out = tmp_path / "out"
     with pytest.raises(RuntimeError):
-        with startup.prepared(startup_args(out)) as args:
-            (args.output_dir / "backup").mkdir()
+        with startup.prepared(startup_args(out)) as place:
+            (place.output_dir / "backup").mkdir()
             raise RuntimeError("training failed")
     assert (out / "workers" / "worker-1" / "backup").is_dir()
 
@@ -187,8 +184,8 @@ def test_the_chief_writes_to_the_output_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(distribute, "make_strategy",
                         lambda *flags: FakeMultiWorker(WORKERS, "worker", 0))
     out = tmp_path / "out"
-    with startup.prepared(startup_args(out)) as args:
-        assert args.output_dir == out
+    with startup.prepared(startup_args(out)) as place:
+        assert place.output_dir == out
 
 
 def test_overwrite_on_a_non_chief_worker_replaces_only_its_own_folder(monkeypatch, tmp_path):
@@ -197,8 +194,6 @@ def test_overwrite_on_a_non_chief_worker_replaces_only_its_own_folder(monkeypatc
     out = tmp_path / "out"
     (out / "workers" / "worker-1" / "backup").mkdir(parents=True)
     (out / "workers" / "worker-2" / "backup").mkdir(parents=True)  # another worker's
-    args = startup_args(out)
-    args.overwrite = True
-    with startup.prepared(args) as args:
-        assert list(args.output_dir.iterdir()) == []  # its old backup is gone
+    with startup.prepared(startup_args(out, "--overwrite")) as place:
+        assert list(place.output_dir.iterdir()) == []  # its old backup is gone
     assert [p.name for p in (out / "workers").iterdir()] == ["worker-2"]

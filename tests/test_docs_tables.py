@@ -41,8 +41,7 @@ def table_rows(text):
 def help_entries(monkeypatch):
     """{flag: its help text} as `--help` prints it, each entry on one line."""
     monkeypatch.setenv("COLUMNS", "10000")
-    parser = flags.build_parser(dict(epochs=mb.no_epochs, batch_size=mb.batch_size,
-                                     validation_split=mb.validation_split))
+    parser = flags.build_parser(mb.flag_defaults)
     entries, flag = {}, None
     for line in parser.format_help().split("options:\n", 1)[1].splitlines():
         match = re.match(r"  (?:-h, )?(--[a-z0-9-]+)\S*(?: \S+)*?(?:  +(.*))?$", line)
@@ -170,7 +169,7 @@ WRAPPERS = {("flags.py", "OneLineParser.error"), ("data.py", "check_arrays")}
 # Functions whose returned strings are messages that a wrapper above passes on.
 PRODUCERS = {("data.py", "problem_with")}
 # One call, several rows: Ctrl-C's and SIGTERM's lines differ only in their first words.
-SEVERAL_ROWS = {("outputs.py", "interruption"): 2}
+SEVERAL_ROWS = {("signals.py", "stopped"): 2}
 # Rows quoting argparse's own words, which no call of the code holds.
 ARGPARSE_ROWS = ("invalid choice",)
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
+from conftest import settings_for
 from machinery import fast
 from testdata import synthetic
+
+
+def fit_inputs(arrays, batch_size):
+    """fit's inputs under --fast at this batch size, the last 20% validating."""
+    x, y = arrays["train_imgs"], arrays["train_labels"]
+    run = settings_for(["--fast", "--batch-size", batch_size], ((x, y), (x, y)))
+    return fast.fit_inputs(x, y, run)
 
 
 def layer_pair(shape):
@@ -84,7 +92,7 @@ def epoch_of(dataset):
 
 def test_fast_training_images_are_reshuffled_every_epoch():
     arrays = synthetic.make_arrays(train=600, test=1)
-    pipeline = fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 250, 0.2)["x"]
+    pipeline = fit_inputs(arrays, 250)["x"]
     (first, first_labels), (second, second_labels) = epoch_of(pipeline), epoch_of(pipeline)
     training = arrays["train_imgs"][:480]
     label_of = {image.tobytes(): label for image, label in zip(training, arrays["train_labels"])}
@@ -125,14 +133,15 @@ def test_fast_pipelines_run_without_tf_data_autotuning():
     # docs/speed.md, the stall between epochs: autotuning's thread is what a dropped
     # iterator waits for, so --fast's pipelines have it off and fixed parallelism.
     arrays = synthetic.make_arrays(train=20, test=4)
-    inputs = fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 5, 0.2)
+    inputs = fit_inputs(arrays, 5)
     for pipeline in (inputs["x"], inputs["validation_data"]):
         assert pipeline.options().autotune.enabled is False
 
 
 def test_pipeline_scales_exactly_like_preprocess():
     arrays = synthetic.make_arrays(train=30, test=1)
-    batches = list(fast.uint8_batches(arrays["train_imgs"], arrays["train_labels"], 8))
+    batches = list(fast.uint8_batches(arrays["train_imgs"], arrays["train_labels"], 8,
+                                      mb.preprocess))
     images = np.concatenate([x.numpy() for x, _ in batches])
     labels = np.concatenate([y.numpy() for _, y in batches])
     np.testing.assert_array_equal(images, mb.preprocess(arrays["train_imgs"]))
@@ -142,7 +151,7 @@ def test_pipeline_scales_exactly_like_preprocess():
 
 def test_fast_holds_out_the_same_validation_images(keras_cache):
     arrays = synthetic.make_arrays(train=600, test=200)
-    inputs = fast.fit_inputs(arrays["train_imgs"], arrays["train_labels"], 250, 0.2)
+    inputs = fit_inputs(arrays, 250)
     validation = np.concatenate([x.numpy() for x, _ in inputs["validation_data"]])
     np.testing.assert_array_equal(validation, mb.preprocess(arrays["train_imgs"][480:]))
     shuffled = np.concatenate([y.numpy() for _, y in inputs["x"]])

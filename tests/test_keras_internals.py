@@ -1,7 +1,6 @@
 """machinery/keras_internals.py: what it changes inside Keras, that the lesson's numbers
 stay the same, and that a Keras whose internals are not as expected is left as it is
 with one line."""
-import argparse
 import inspect
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 import model_batchnorm as mb
 from conftest import ROOT, cli
 from test_readme_errors import readme_row
+from machinery import cli as machinery_cli
 from machinery import keras_internals, startup
 from machinery.errors import ScriptError
 from machinery.quiet import keras, tf
@@ -53,10 +53,8 @@ def keras_array_pipeline_options():
 def test_a_prepared_run_feeds_arrays_through_a_pipeline_without_autotuning(
         keras_own_array_pipeline, tmp_path):
     assert keras_array_pipeline_options().autotune.enabled is None  # unset: tf.data autotunes
-    args = argparse.Namespace(output_dir=tmp_path / "out", distribute=None, cpu_devices=2,
-                              seed=None, dry_run=True, overwrite=False, slurm_port=8888,
-                              batch_size=250, sync_bn=False, precision="float32",
-                              learning_rates=[0.001])
+    args = machinery_cli.parse_args(["--dry-run", "--output-dir", str(tmp_path / "out")],
+                                    mb.flag_defaults)
     with startup.prepared(args):
         options = keras_array_pipeline_options()
     assert options.autotune.enabled is False

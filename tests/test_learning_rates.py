@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from conftest import run_script
+from conftest import run_script, settings_for
 from test_readme_errors import check_row
-from machinery import cli as machinery_cli
 from machinery import learning_rates
 
 PAIRS = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr1e+06",
@@ -131,13 +130,12 @@ def test_the_plain_variants_percentiles_match_a_recomputation_too(rates, data):
 
 
 def test_the_faithful_run_trains_with_adams_0_001():
-    args = machinery_cli.parse_args([], dict(epochs=25, batch_size=250, validation_split=0.2,
-                                             verbosity=1))
-    args.strategy, args.classes = None, 10
-    model = mb.make_model(args)
+    some = (np.zeros((10, 28, 28), np.uint8), np.zeros(10, np.uint8))  # any 10 images
+    run = settings_for([], (some, some))
+    model = mb.make_model(run)
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
-    assert not args.track_layer_inputs
+    assert run.layer_inputs_of is None  # not tracked
 
 
 def test_without_the_study_flags_a_run_prints_only_the_lessons_lines(data, tmp_path):

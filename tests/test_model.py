@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from machinery import outputs
+from machinery import record
 
 # (layer type, output shape, parameters) from the reference's table.
 LAYER_TABLE = [
@@ -133,7 +133,7 @@ def test_balanced_accuracy_matches_hand_computed_value():
     y_true = [0, 0, 0, 1, 1, 2]
     y_pred = [0, 0, 1, 1, 0, 2]
     # class 0: 2/3, class 1: 1/2, class 2: 1/1
-    assert outputs.balanced_accuracy(y_true, y_pred) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert record.balanced_accuracy(y_true, y_pred) == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
 
 
 def test_importing_the_module_trains_and_writes_nothing(tmp_path):

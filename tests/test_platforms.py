@@ -152,23 +152,23 @@ def replace_refused(times, monkeypatch):
 
 def test_on_windows_a_file_held_open_elsewhere_is_replaced_once_it_is_closed(
         monkeypatch, tmp_path):
-    from machinery import outputs
+    from machinery import files
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(outputs.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(files.time, "sleep", lambda seconds: None)
     calls = replace_refused(3, monkeypatch)
-    outputs.write_json(tmp_path / "run.json", {"epochs": 2})
+    files.write_json(tmp_path / "run.json", {"epochs": 2})
     assert len(calls) == 4
     assert (tmp_path / "run.json").read_text() == '{\n  "epochs": 2\n}\n'
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run.json"]
 
 
 def test_elsewhere_a_refused_replace_is_reported_at_once(monkeypatch, tmp_path):
-    from machinery import outputs
+    from machinery import files
     from machinery.errors import ScriptError
     monkeypatch.setattr(sys, "platform", "linux")
     calls = replace_refused(1, monkeypatch)
     with pytest.raises(ScriptError):  # a missing permission: one line (errors.environmental)
-        outputs.write_json(tmp_path / "run.json", {"epochs": 2})
+        files.write_json(tmp_path / "run.json", {"epochs": 2})
     assert len(calls) == 1
     assert list(tmp_path.iterdir()) == []
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import model_batchnorm as mb
-from machinery import fast, resume
+from conftest import settings_for
+from machinery import callbacks, fast, resume
 from testdata import mnist_digits
 
 NOTE = "Note: --precision bfloat16 needs native bfloat16"
@@ -42,9 +43,10 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_precision_is_part_of_the_resume_key():
-    config = {key: None for key in resume.MUST_MATCH}
-    float32 = resume.resume_key({**config, "precision": "float32"})
-    bfloat16 = resume.resume_key({**config, "precision": "bfloat16"})
+    some = (np.zeros((10, 28, 28), np.uint8), np.zeros(10, np.uint8))  # any 10 images
+    float32, bfloat16 = (resume.resume_key(settings_for(["--precision", precision],
+                                                         (some, some)))
+                         for precision in ("float32", "bfloat16"))
     assert resume.differences(float32, bfloat16) == ["precision 'float32' -> 'bfloat16'"]
     # A backup written before precision was recorded computed in float32.
     older = {key: value for key, value in float32.items() if key != "precision"}
@@ -72,7 +74,7 @@ def test_run_json_records_each_epochs_cpu_seconds_beside_its_wall_seconds(
         monkeypatch, data_dir, tmp_path):
     """A real run whose epoch timer reads the clocks above: each epoch reads each clock
     once as it begins and once as it ends, so 10 wall seconds and 1 CPU second."""
-    monkeypatch.setattr(resume, "time", Clocks())
+    monkeypatch.setattr(callbacks, "time", Clocks())
     out = tmp_path / "out"
     mb.main(["--epochs", "2", "--limit", "300", "--batch-size", "60", "--no-plot",
              "--verbose", "0", "--data-dir", str(data_dir), "--output-dir", str(out)])
@@ -151,12 +153,12 @@ def test_bfloat16_run_records_it_and_saves_a_float32_model(digit_runs):
 
 
 def test_a_bfloat16_model_is_saved_as_float32(tmp_path):
-    from machinery import outputs
+    from machinery import record
     with fast.precision_policy("bfloat16"):
         model = mb.compile_model(mb.build_model(mb.input_shape, 10))
     assert model.layers[0].compute_dtype == "bfloat16"
     assert keras.config.dtype_policy().name == "float32"  # the policy is put back
-    outputs.save_model(model, tmp_path / "model.keras", fused=False)
+    record.save_model(model, tmp_path / "model.keras", fused=False)
     reloaded = keras.models.load_model(tmp_path / "model.keras")
     assert {layer.dtype_policy.name for layer in reloaded.layers} == {"float32"}
     x = mb.preprocess(mnist_digits.arrays()["test_imgs"][:4])

@@ -18,7 +18,7 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import cli, error_lines
-from machinery import outputs
+from machinery import files
 from machinery.errors import ScriptError
 from testdata import synthetic
 from test_readme_errors import assert_whole_line, readme_row
@@ -138,7 +138,7 @@ def test_a_read_only_folder_or_a_missing_permission_is_one_line(code, tmp_path):
         raise OSError(code, os.strerror(code))
 
     with pytest.raises(ScriptError) as raised:
-        outputs.write_atomically(target, refused)
+        files.write_atomically(target, refused)
     messages, _ = readme_row("a full disk, a read-only folder")
     assert_whole_line(messages[0], f"error: {raised.value}",
                       **{"<file>": target, "No space left on device": os.strerror(code)})

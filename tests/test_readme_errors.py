@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from conftest import KERAS_HOME, ROOT, cli
-from machinery import backup, folder, resume
+from machinery import backup, folder, signals
 from testdata import synthetic
 
 
@@ -382,7 +382,7 @@ def test_sigterm_during_training(capsys, keras_cache, tmp_path, monkeypatch):
         save_backup(self, epoch, logs)
         # Only while the script's handler is in place (during training, the one that
         # waits for the epoch's backup): otherwise SIGTERM ends pytest.
-        assert signal.getsignal(signal.SIGTERM).__func__ is resume.SignalsWaitForTheBackup.handle
+        assert signal.getsignal(signal.SIGTERM).__func__ is signals.SignalsWaitForTheBackup.handle
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(backup.Backup, "on_epoch_end", save_then_sigterm)

@@ -21,7 +21,7 @@ def test_limit_keeps_the_first_training_and_test_images(tmp_path, monkeypatch):
     arrays = write_data(tmp_path / "data", train=600, test=200)
     handed_to_training = []
     monkeypatch.setattr(mb, "train_and_test",
-                        lambda args, data, out, batchnorm=True: handed_to_training.append(data))
+                        lambda run, data: handed_to_training.append(data))
     mb.main(["--limit", "150", "--data-dir", str(tmp_path / "data"),
              "--output-dir", str(tmp_path / "out")])
     (x_train, y_train), (x_test, y_test) = handed_to_training[0]

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import model_batchnorm as mb
-from conftest import ROOT
+from conftest import ROOT, settings_for
 from machinery import batchnorm_stats, startup
 from testdata import synthetic
 
@@ -83,9 +83,8 @@ def test_diagnosis_evaluates_with_the_test_function_fit_traced(capsys):
               validation_split=0.2)
     traced_by_fit = len(traces)
     assert traced_by_fit >= 1  # the count sees fit's validation
-    config = {"validation_split": 0.2, "batch_size": 50, "recompute_bn_stats": False,
-              "bn_momentum": 0.99, "fast": None}
-    diagnosis = batchnorm_stats.diagnose(model, images, labels, config, 1)
+    run = settings_for(["--batch-size", 50], ((images, labels),) * 2)
+    diagnosis = batchnorm_stats.diagnose(model, images, labels, run, 1)
     assert len(traces) == traced_by_fit
     # and it measures what fit's last validation measured, on the same 100 images
     expected_loss, expected_accuracy = model.evaluate(mb.preprocess(images[400:]),

@@ -22,12 +22,12 @@ def one_step(path, *extra):
     the first convolution's starting weights and the first BatchNormalization's moving
     statistics after the step. `extra`: more flags (--fast)."""
     import model_batchnorm as mb
-    from machinery import cli as flags
-    args = flags.parse_args(["--distribute", "mirrored", "--cpu-devices", "2", "--sync-bn",
-                             "--bn-momentum", str(MOMENTUM), "--batch-size", "8", *extra],
-                            dict(epochs=1, batch_size=8, validation_split=0.2, verbosity=0))
-    args.classes, args.strategy = 10, distribute.make_strategy("mirrored", 2)
-    model = mb.make_model(args)
+    from conftest import settings_for
+    some = (np.zeros((10, 28, 28), np.uint8), np.zeros(10, np.uint8))  # any 10 images
+    run = settings_for(["--distribute", "mirrored", "--cpu-devices", "2", "--sync-bn",
+                        "--bn-momentum", MOMENTUM, "--batch-size", "8", *extra], (some, some),
+                       strategy=distribute.make_strategy("mirrored", 2))
+    model = mb.make_model(run)
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.uniform(0.5, 1, (4, 28, 28, 1)), rng.uniform(0, 0.2, (4, 28, 28, 1))])
     kernel, bias = (np.asarray(w) for w in model.layers[0].get_weights())
@@ -78,8 +78,8 @@ class Replicas:
     (4, False, ""),  # 62 each
 ], ids=["small-shares", "synchronised", "large-shares"])
 def test_a_note_when_each_replica_normalises_few_images(replicas, sync_bn, note, capsys):
-    args = argparse.Namespace(strategy=Replicas(replicas), batch_size=250, sync_bn=sync_bn)
-    distribute.note_small_shares(args)
+    args = argparse.Namespace(batch_size=250, sync_bn=sync_bn)
+    distribute.note_small_shares(args, Replicas(replicas))
     assert capsys.readouterr().out == note
 
 

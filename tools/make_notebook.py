@@ -27,7 +27,7 @@ NOTEBOOK = ROOT / "model_batchnorm.ipynb"
 LESSON, PLOTTER, REQUIREMENTS = (ROOT / name for name in (
     "model_batchnorm.py", "plot_history.py", "requirements.txt"))
 CONSTANTS = ("img_width", "img_height", "input_shape", "batch_size", "no_epochs",
-             "no_classes", "validation_split", "verbosity")
+             "no_classes", "validation_split", "verbosity", "learning_rate")
 PLOT_DEFINITIONS = ("HistoryError", "load_history", "new_figure", "_panels", "_epochs", "_finish",
                     "plot_history", "plot_comparison")
 
