@@ -40,6 +40,9 @@ def parse_args(argv, defaults):
     if args.dataset == OWN and args.data_dir is None:
         parser.error("--dataset own needs --data-dir FOLDER holding data.npz "
                      "(docs/data.md)")
+    if args.redownload and args.data_dir is not None:
+        parser.error("--redownload replaces the files in the Keras cache, which --data-dir "
+                     "never reads: drop one of the two")
     return args
 
 

@@ -74,8 +74,9 @@ def add_study_flags(add, defaults):
              f"the lesson's)")
     add("--track-layer-inputs", action="store_true",
         help="record the 15th, 50th and 85th percentiles of a layer's inputs on a probe "
-             "batch about 100 times during training, in layer_inputs.json and "
-             "layer_inputs.png (always on with --compare)")
+             "batch up to about 100 times during training (fewer where that would take over "
+             "3%% of its time), in layer_inputs.json and layer_inputs.png (always on with "
+             "--compare)")
     add("--layer-inputs-of", choices=LESSON_LAYERS, default=None, metavar="LAYER",
         help=f"the layer whose inputs --track-layer-inputs records, by its name in the "
              f"model summary (implies --track-layer-inputs): {', '.join(LESSON_LAYERS)} "
@@ -122,7 +123,8 @@ def add_run_flags(add, defaults):
     add("--output-dir", type=Path, default=Path("outputs"),
         help="where every output goes (default: %(default)s)")
     add("--restart", action="store_true",
-        help="ignore a backup left in --output-dir by an interrupted run and start at epoch 1")
+        help="delete the backup and history.csv an interrupted run left in --output-dir, "
+             "and start at epoch 1")
     add("--overwrite", action="store_true",
         help="replace the run this script finished (or left) in --output-dir; files it "
              "did not write are never touched")

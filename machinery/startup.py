@@ -64,8 +64,21 @@ def own_folder(args, strategy):
 def prepared(args):
     """Check the output folder, set up devices and seeds, and give this process its own
     folder (own_folder); yields the Place. A worker lost under --distribute multiworker
-    is one line (distribute.lost_worker)."""
+    is one line (distribute.lost_worker). A folder made here and left empty (a refused
+    run, a dry run) is removed again."""
+    made = [path for path in (args.output_dir, *args.output_dir.parents) if not path.exists()]
     check_output_dir(args.output_dir)
+    try:
+        with set_up(args) as place:
+            yield place
+    finally:
+        for path in made:  # the deepest first; rmdir leaves a folder that holds anything
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+@contextlib.contextmanager
+def set_up(args):
     with filtered_stderr():
         tf.config.list_physical_devices()  # the first device query logs CUDA probing
         strategy = distribute.make_strategy(args.distribute, args.cpu_devices, args.slurm_port)

@@ -2,7 +2,7 @@
 
     python tests/mutation_check.py                # every bug below
     python tests/mutation_check.py --only NAME    # one (or several: --only A B)
-    python tests/mutation_check.py --list         # the bugs and where each is found; runs nothing
+    python tests/mutation_check.py --list         # the bugs, where each is found, its tests; runs none
 
 Each entry of BUGS is a small deliberate bug against one promise of README.md and docs/:
 where it lives (the function, method, class or module-level name it is in, wherever
@@ -213,8 +213,8 @@ BUGS = [
     Bug("output-dir-not-checked-first",
         "--output-dir is checked for writing before any data is loaded",
         "prepared",
-        "    check_output_dir(args.output_dir)\n    with filtered_stderr():",
-        "    with filtered_stderr():",
+        '    check_output_dir(args.output_dir)\n    try:',
+        '    try:',
         ("tests/test_cli.py::test_unwritable_output_folder_is_refused_before_loading_data",)),
     Bug("threshold-strictly-above",
         "epochs to 90/95/98% validation accuracy: the first epoch that reaches it",
@@ -653,7 +653,7 @@ BUGS = [
         ("tests/test_workers.py::test_a_killed_worker_stops_the_other_in_one_line_and_both_resume_from_the_same_epoch",)),
     Bug('lost-worker-traceback',
         "a lost worker is one line naming it and telling to rerun every worker",
-        'prepared',
+        'set_up',
         '        lost = distribute.lost_worker(err, strategy)',
         '        lost = None',
         ("tests/test_workers.py::test_a_killed_worker_stops_the_other_in_one_line_and_both_resume_from_the_same_epoch",)),
@@ -1054,7 +1054,7 @@ BUGS = [
     # --- Keras' array pipelines without autotuning ---
     Bug("default-path-autotuned",
         "the default path's arrays reach fit through a pipeline without tf.data's autotuning",
-        "prepared",
+        'set_up',
         "    keras_internals.array_pipelines_without_autotuning()\n", "    pass\n",
         ("tests/test_keras_internals.py::test_a_prepared_run_feeds_arrays_through_a_pipeline_without_autotuning",
          "tests/test_keras_internals.py::test_the_pipelines_a_real_run_trains_and_tests_on_have_no_autotuning")),
@@ -1170,20 +1170,20 @@ BUGS = [
         "docs/troubleshooting.md",
         "| a `TF_CONFIG` that is not JSON | `error: TF_CONFIG is not valid JSON (Expecting value: line 1 column 1 (char 0)): see docs/distributed.md` | 1 | nothing was written |\n",
         "",
-        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_error_row",)),
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_row",)),
     Bug("error-row-twice",
         "every message the code prints is in one error row, not two",
         "docs/troubleshooting.md",
         "| a `TF_CONFIG` that is not JSON | `error: TF_CONFIG is not valid JSON (Expecting value: line 1 column 1 (char 0)): see docs/distributed.md` | 1 | nothing was written |\n",
         "| a `TF_CONFIG` that is not JSON | `error: TF_CONFIG is not valid JSON (Expecting value: line 1 column 1 (char 0)): see docs/distributed.md` | 1 | nothing was written |\n"
         "| an empty `TF_CONFIG` | `error: TF_CONFIG is not valid JSON (...): see docs/distributed.md` | 1 | nothing was written |\n",
-        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_error_row",)),
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_row",)),
     Bug("error-message-without-row",
         "a message the code gains is caught until its row is written",
         "cluster_resolver",
         'raise ScriptError(f"TF_CONFIG is not valid JSON ({err}): see docs/distributed.md")',
         'raise ScriptError(f"TF_CONFIG cannot be parsed ({err}): see docs/distributed.md")',
-        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_error_row",)),
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_row",)),
     Bug("error-row-of-no-message",
         "every error row quotes a message the code prints",
         "docs/troubleshooting.md",
@@ -1199,7 +1199,7 @@ BUGS = [
     Bug("speed-page-links-a-missing-record",
         "docs/speed.md links the dated records it takes its figures from",
         "docs/speed.md",
-        "(../bench/records/2026-11-29-full-runs.md)", "(../bench/records/2026-11-29-full-run.md)",
+        '(../bench/records/2026-11-29-speed.md)', '(../bench/records/2026-11-29-speeds.md)',
         ("tests/test_docs_tables.py::test_the_speed_page_is_short_and_takes_its_figures_from_a_record",)),
     Bug("own-data-gap-row-of-another-line",
         "each error row shows the line the program prints for that fault",
@@ -1351,29 +1351,29 @@ BUGS = [
         "        stop = interruption_behind(err)\n",
         "        stop = err if isinstance(err, KeyboardInterrupt) else None\n",
         ("tests/test_signals.py::test_ctrl_c_inside_tensorflows_iterator_set_up_is_still_ctrl_c[after training]",)),
-    Bug('pictures-drawn-in-the-runs-thread',
-        "pictures are drawn by a worker thread, beside the run's own work, byte for byte as plot_history draws them",
-        'Pictures.ask',
-        '        self.asked[name] = self.worker.submit(drawn, draw, args)',
-        '        self.asked[name] = concurrent.futures.Future()\n        self.asked[name].set_result(drawn(draw, args))',
-        ('tests/test_pictures.py::test_a_picture_is_drawn_by_another_thread_and_is_the_one_plot_history_draws',)),
-    Bug('pictures-closed-after-the-first',
-        'a picture asked for after another was taken is drawn too',
-        'Pictures.take',
-        '        files.write_atomically(self.out / name, lambda partial: partial.write_bytes(data))\n', '        files.write_atomically(self.out / name, lambda partial: partial.write_bytes(data))\n        self.close()\n',
+    Bug('pictures-never-beside-the-run',
+        'pictures are drawn beside the run by a second process, byte for byte as the run would draw them',
+        'launch',
+        '        return subprocess.Popen([sys.executable',
+        '        return None and subprocess.Popen([sys.executable',
+        ('tests/test_pictures.py::test_a_picture_drawn_beside_the_run_is_the_one_plot_history_draws',)),
+    Bug('painter-reuses-request-numbers',
+        'a picture asked for after another was taken is drawn anew',
+        'Painter.draw',
+        '        number = next(self.numbers)\n', '        number = len(self.asked)\n',
         ('tests/test_pictures.py::test_a_picture_asked_for_after_another_was_taken_is_drawn_anew',)),
-    Bug('picture-failure-hidden',
-        'a picture that fails fails the run with its error, and leaves no file',
+    Bug('painter-failure-leaves-no-picture',
+        'a picture the other process cannot draw is drawn by the run',
         'Pictures.take',
-        '        data = drawing.result()  # a picture that failed fails here, with its traceback',
-        '        data = drawing.result() if drawing.exception() is None else b""',
-        ('tests/test_pictures.py::test_a_picture_that_fails_fails_the_run_with_its_error_and_leaves_no_file',)),
-    Bug('ctrl-c-leaves-pictures-drawing',
-        'Ctrl-C while a picture is awaited leaves no file and draws nothing more',
-        'Pictures.take',
-        '        except BaseException:  # Ctrl-C: no picture is left to draw, none to write\n            self.close()\n',
-        '        except BaseException:  # Ctrl-C: no picture is left to draw, none to write\n',
-        ('tests/test_pictures.py::test_ctrl_c_while_waiting_leaves_no_file_and_draws_nothing_more',)),
+        '            self.painter.drew(request) or draw(*args, partial)))',
+        '            self.painter.drew(request)))',
+        ('tests/test_pictures.py::test_a_picture_the_other_process_cannot_draw_is_drawn_by_the_run',)),
+    Bug('ctrl-c-leaves-painter-drawing',
+        'Ctrl-C while a picture is awaited leaves no partial file',
+        'Painter.drew',
+        '        except BaseException:  # Ctrl-C: end the process before the caller cleans up\n            self.stop()\n',
+        '        except BaseException:  # Ctrl-C: end the process before the caller cleans up\n',
+        ('tests/test_pictures.py::test_ctrl_c_while_waiting_ends_the_process_and_leaves_no_partial_file',)),
     Bug('pictures-under-no-plot',
         '--no-plot draws no picture',
         'Pictures.ask',
@@ -1385,7 +1385,7 @@ BUGS = [
         "Monitor.on_train_end",
         "        if self.pictures is not None and self.statistics:",
         "        if False:",
-        ("tests/test_painter.py::test_the_statistics_picture_is_asked_for_as_training_ends",)),
+        ("tests/test_pictures.py::test_the_statistics_picture_is_asked_for_as_training_ends",)),
     # --- signals at known points, precision, divergence, clocks, --sync-bn, TF_CONFIG ---
     Bug('bf16-only-under-fast',
         "--precision bfloat16 trains in bfloat16 on the default path too",
@@ -1594,7 +1594,7 @@ BUGS = [
     Bug("split-rounded-up",
         "the training share of the images is rounded down, as Keras' validation_split holds out",
         "split_point",
-        "    return int(images * (1 - split))", "    return -int(-images * (1 - split))",
+        "    return int(images * (1 - split))", '    return int(images * (1 - split)) + 1',
         ("tests/test_structure.py::test_the_split_point_is_the_lessons_share_rounded_down",)),
     Bug("compare-variant-unnamed",
         "a --compare run is a copy of the settings that says which it is",
@@ -1602,6 +1602,74 @@ BUGS = [
         "run, variant=name, batchnorm=batchnorm, learning_rate=rate), data)",
         "run, batchnorm=batchnorm, learning_rate=rate), data)",
         ("tests/test_compare.py::test_compare_starts_both_variants_from_the_same_seed[default]",)),
+
+    # --- the docs held to the code (docs/development.md, "The docs") ---
+    Bug("flag-default-restated",
+        "each flag's default is stated in the flag table only",
+        "README.md",
+        "- `--limit N`: only the first N training and N test images, for a quick run.",
+        "- `--limit N`: only the first N training and N test images, for a quick run (by "
+        "default all of them).",
+        ("tests/test_docs.py::test_each_flags_default_is_stated_in_the_flag_table_only",)),
+    Bug("figure-without-its-record",
+        "every measured figure in a user page links its record in bench/records/",
+        "docs/speed.md",
+        "the repeats' spread ([the record](../bench/records/2026-11-29-speed.md)).",
+        "the repeats' spread.",
+        ("tests/test_docs.py::test_every_measured_figure_links_its_record[speed.md]",)),
+    Bug("note-without-its-row",
+        "every line the code prints has exactly one row",
+        "docs/troubleshooting.md",
+        "| `Diverged: the training loss became nan in epoch 1 at learning rate 1e+06; this run "
+        "stops here, the others go on.` | a training loss turned NaN or infinite | a lower "
+        "`--learning-rate` |\n", "",
+        ("tests/test_docs_tables.py::test_every_message_of_the_code_is_quoted_in_one_row",)),
+    Bug("a-page-too-long",
+        "no page of docs/ is over 200 lines, docs/ at most 1,200, the README at most 200",
+        "docs/the-lesson.md",
+        "# What it reproduces: the lesson, step by step\n",
+        "# What it reproduces: the lesson, step by step\n" + "\n" * 170,
+        ("tests/test_docs.py::test_the_pages_keep_within_their_lengths",)),
+    Bug("refused-run-leaves-its-folder",
+        "a refused run writes nothing: not even the output folder it made",
+        "prepared",
+        "            with contextlib.suppress(OSError):\n                path.rmdir()\n",
+        "            pass\n",
+        ("tests/test_readme_errors.py::test_a_refused_run_leaves_no_folder_it_made",)),
+    Bug("redownload-beside-data-dir",
+        "--redownload beside --data-dir is refused in one line",
+        "parse_args",
+        "    if args.redownload and args.data_dir is not None:\n",
+        "    if False:\n",
+        ("tests/test_readme_errors.py::test_redownload_with_data_dir_is_refused",)),
+
+    Bug("painter-dies-of-ctrl-c",
+        "the pictures' process leaves Ctrl-C to the run",
+        "serve",
+        "    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group\n", "",
+        ("tests/test_pictures.py::test_the_other_process_leaves_ctrl_c_to_the_run",)),
+    Bug("orphan-picture-kept",
+        "a picture nobody will take (the run is gone) is removed",
+        "serve",
+        "        except OSError:  # the run is gone: nobody will take the picture\n"
+        "            Path(path).unlink(missing_ok=True)\n",
+        "        except OSError:  # the run is gone: nobody will take the picture\n",
+        ("tests/test_pictures.py::test_a_picture_nobody_will_take_is_removed",)),
+    Bug("picture-that-cannot-be-sent-fails",
+        "a picture whose function cannot be sent to the other process is drawn by the run",
+        "Painter.draw",
+        "        try:\n            job = pickle.dumps((number, function, args, str(path)))\n"
+        "        except (pickle.PicklingError, AttributeError, TypeError):  # not a module's function\n"
+        "            return None\n",
+        "        job = pickle.dumps((number, function, args, str(path)))\n",
+        ("tests/test_pictures.py::test_a_picture_the_other_process_cannot_draw_is_drawn_by_the_run",)),
+
+    Bug("module-unmapped",
+        "docs/development.md maps every module of the product, once",
+        "docs/development.md",
+        "| `machinery/painter.py` | draws them beside the run in a second Python process; the "
+        "run draws any it cannot |\n", "",
+        ("tests/test_structure.py::test_the_development_page_maps_every_module_once",)),
 ]
 
 
@@ -1716,6 +1784,37 @@ def baseline(bugs):
     return code == 0, output
 
 
+def collected_tests():
+    """Every test pytest collects in the project, whatever its marks, by node id."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "",
+                           "-p", "no:cacheprovider", "tests"], cwd=ROOT, capture_output=True,
+                          text=True)
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def missing_tests(bug, collected):
+    files = {node.split("::")[0] for node in collected}
+    return [test for test in bug.tests if test not in collected and test not in files
+            and not any(node.startswith(test + "[") for node in collected)]
+
+
+def list_bugs(bugs):
+    """Print each bug, where its text is found and its tests; 1 if a text or a test is
+    not where its entry says."""
+    collected, lost = collected_tests(), 0
+    for bug in bugs:
+        try:
+            path, _, _ = place_of(bug, ROOT)
+            found = path.relative_to(ROOT)
+        except LookupError as err:
+            found, lost = f"NOT FOUND: {err}", lost + 1
+        missing = missing_tests(bug, collected)
+        lost += bool(missing)
+        print(f"{bug.name}: {bug.promise} ({bug.where}, in {found}; {', '.join(bug.tests)})"
+              + (f" NO SUCH TEST: {', '.join(missing)}" if missing else ""))
+    return 1 if lost else 0
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=[b.name for b in BUGS],
@@ -1732,16 +1831,8 @@ def parse_args():
 def main():
     args = parse_args()
     bugs = [bug for bug in BUGS if not args.only or bug.name in args.only]
-    if args.list:  # and each bug's place: its original text found once, where it says
-        lost = 0
-        for bug in bugs:
-            try:
-                path, _, _ = place_of(bug, ROOT)
-                found = path.relative_to(ROOT)
-            except LookupError as err:
-                found, lost = f"NOT FOUND: {err}", lost + 1
-            print(f"{bug.name}: {bug.promise} ({bug.where}, in {found}; {', '.join(bug.tests)})")
-        return 1 if lost else 0
+    if args.list:  # and each bug's place (its original text found once) and its tests
+        return list_bugs(bugs)
     start = time.monotonic()
     if not args.no_baseline:
         passed, output = baseline(bugs)

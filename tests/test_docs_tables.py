@@ -161,17 +161,21 @@ def test_every_layer_inputs_json_field_is_named_in_its_file_row_once(full_run):
     assert_keys_named_once(fields, row, "layer_inputs.json")
 
 
-# The error tables: every one-line message the training script can print is quoted in
-# exactly one row of the docs' error tables, and every row quotes one of them.
+# The message tables: every line the training script can print beside Keras' own (its
+# errors and, on stdout, its notes) is quoted in exactly one row of the docs' tables of
+# them, and every row quotes one of them.
 ERROR_PAGE = "troubleshooting.md"
+NOTES = "\n## Lines that are not errors\n"  # the troubleshooting page's table of stdout lines
 # Calls that pass on a message made elsewhere (argparse's, a helper's, an exception's).
 WRAPPERS = {("flags.py", "OneLineParser.error"), ("data.py", "check_arrays")}
 # Functions whose returned strings are messages that a wrapper above passes on.
-PRODUCERS = {("data.py", "problem_with")}
+PRODUCERS = {("data.py", "problem_with"), ("batchnorm_stats.py", "note"),
+             ("predict.py", "how_prepared")}
 # One call, several rows: Ctrl-C's and SIGTERM's lines differ only in their first words.
 SEVERAL_ROWS = {("signals.py", "stopped"): 2}
 # Rows quoting argparse's own words, which no call of the code holds.
-ARGPARSE_ROWS = ("invalid choice",)
+ARGPARSE_ROWS = ("invalid choice", "unrecognized arguments", "expected one argument",
+                 "expected at least one argument")
 
 
 def module_constants(trees):
@@ -225,14 +229,13 @@ def enclosing_functions(tree):
 
 def is_message_call(node):
     """ScriptError(...), UsageError(...), parser.error(...), ArgumentTypeError(...),
-    Interrupted/Terminated(...) via `error(...)`, or print(..., file=sys.stderr)."""
+    Interrupted/Terminated(...) via `error(...)`, or print(...)."""
     if not isinstance(node, ast.Call) or not node.args:
         return False
     func = node.func
     name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-    if name == "print":
-        return any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr"
-                   for k in node.keywords)
+    if name == "print":  # to stderr or stdout: code_messages leaves out print(err)
+        return True
     return name in {"ScriptError", "UsageError", "ArgumentTypeError", "error",
                     "Interrupted", "Terminated"}
 
@@ -255,20 +258,31 @@ def code_messages():
                     messages[(*where, node.lineno)] = parts
             elif (isinstance(node, ast.Return) and where in PRODUCERS
                   and not isinstance(node.value, (ast.Constant, type(None)))):
-                messages[(*where, node.lineno)] = segments(node.value, constants)
+                returned = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value]
+                for index, value in enumerate(returned):
+                    parts = segments(value, constants)
+                    if distinctive(parts):  # not the empty string, or None
+                        messages[(*where, node.lineno, index)] = parts
     return messages
 
 
 def error_rows():
     """(page, the quoted text of the cells after the first) of every table row of the
-    docs that quotes an error line, and of every row of the troubleshooting table."""
+    docs that quotes an error line, and of every row of the troubleshooting table;
+    (page, the quoted first cell) of every row of its table of lines that are not errors."""
     rows = []
     for page in sorted((ROOT / "docs").glob("*.md")):
-        for line in page.read_text().splitlines():
+        text = page.read_text()
+        errors, _, notes = text.partition(NOTES) if page.name == ERROR_PAGE else (text, "", "")
+        for line in errors.splitlines():
             if line.startswith("| ") and ("`error: " in line or (
                     page.name == ERROR_PAGE and re.search(r"\| \d+ \|", line))):
                 quoted = re.findall(r"`([^`]+)`", line.split(" | ", 1)[1])
                 rows.append((page.name, " / ".join(quoted)))
+        for line in notes.splitlines():
+            if line.startswith("| `"):
+                rows.append((page.name, " / ".join(re.findall(r"`([^`]+)`",
+                                                              line.split(" | ", 1)[0]))))
     return rows
 
 
@@ -283,7 +297,7 @@ def matching_rows(parts, rows):
     return [row for row in rows if all(part in row[1] for part in distinctive(parts))]
 
 
-def test_every_message_of_the_code_is_quoted_in_one_error_row():
+def test_every_message_of_the_code_is_quoted_in_one_row():
     messages = code_messages()
     assert len(messages) >= 60
     assert WRAPPERS <= {where[:2] for where in messages}

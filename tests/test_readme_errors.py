@@ -128,10 +128,39 @@ def test_the_same_learning_rate_twice(capsys, tmp_path):
               ["--compare", "--learning-rate", "0.01", "0.010", "--output-dir", tmp_path])
 
 
-def test_layer_inputs_of_a_layer_the_network_lacks(capsys, tmp_path):
-    check_row(capsys, "`--layer-inputs-of` a layer",
-              ["--layer-inputs-of", "dense_9", "--output-dir", tmp_path])
+@pytest.mark.parametrize("flag, value", [("--layer-inputs-of", "dense_9"),
+                                         ("--dataset", "cifar"), ("--precision", "float16")])
+def test_a_value_a_flag_does_not_take(flag, value, capsys, tmp_path):
+    check_row(capsys, "a value a flag does not take", [flag, value, "--output-dir", tmp_path],
+              **{"<flag>": flag, "<value>": f"'{value}'"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_redownload_with_data_dir_is_refused(capsys, tmp_path):
+    check_row(capsys, "`--redownload` with `--data-dir`",
+              ["--redownload", "--data-dir", tmp_path, "--output-dir", tmp_path / "out"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_the_script_does_not_know(capsys, tmp_path):
+    check_row(capsys, "an option the script does not know",
+              ["--epohcs", "3", "--output-dir", tmp_path])
+
+
+def test_a_flag_without_its_value(capsys):
+    check_row(capsys, "a flag without its value", ["--epochs"])
+
+
+def test_a_flag_of_several_values_with_none(capsys):
+    check_row(capsys, "`--learning-rate` with no rate after it", ["--learning-rate"])
+
+
+def test_a_refused_run_leaves_no_folder_it_made(capsys, data_dir, tmp_path):
+    # The table says "nothing was written": not even the output folder the run made.
+    out = tmp_path / "new" / "run"
+    check_row(capsys, "`--limit 1`", ["--limit", "1", "--data-dir", data_dir,
+                                      "--output-dir", out])
+    assert not (tmp_path / "new").exists()
 
 
 def test_output_folder_that_cannot_be_written(capsys, empty_cache, tmp_path):

@@ -11,6 +11,7 @@ from machinery import backup, distribute, resume
 from machinery.errors import ScriptError
 from machinery.quiet import tf
 from test_distribute import WORKERS, FakeMultiWorker
+from test_error_rows import check_raised
 
 WANTED = {"dataset": "kmnist", "batch_size": 50}
 
@@ -32,25 +33,25 @@ def test_workers_resume_from_the_latest_epoch_every_backup_keeps(rows, epoch, mo
     assert agree(monkeypatch, rows) == epoch
 
 
-def test_backups_without_a_common_epoch_stop_every_worker_in_one_line(monkeypatch):
+def refusal(monkeypatch, rows):
+    """The one line and exit code the workers stop with, as the command line shows it."""
     with pytest.raises(ScriptError) as refused:
-        agree(monkeypatch, [(1, 3, 2), (1, 1, 0)])
-    assert str(refused.value) == (
-        "the workers' backups hold different epochs (worker 0: 3, worker 1: 1) and no epoch "
-        "is kept by all: add --restart on every worker to start at epoch 1")
+        agree(monkeypatch, rows)
+    return f"error: {refused.value}", refused.value.code
+
+
+def test_backups_without_a_common_epoch_stop_every_worker_in_one_line(monkeypatch):
+    check_raised("the workers of `--distribute multiworker` restarted with backups",
+                 refusal(monkeypatch, [(1, 3, 2), (1, 1, 0)]))
 
 
 def test_a_worker_that_cannot_resume_stops_the_others_naming_it(monkeypatch):
-    with pytest.raises(ScriptError) as refused:
-        agree(monkeypatch, [(1, 2, 1), (0, 0, 0)])
-    assert str(refused.value) == (
-        "worker 1 cannot resume its backup (its own error line says why): fix that, then "
-        "start every worker again with the same command: they resume from their backups")
+    check_raised("one worker's backup refused", refusal(monkeypatch, [(1, 2, 1), (0, 0, 0)]))
 
 
 def test_workers_started_with_different_settings_are_refused(monkeypatch):
-    with pytest.raises(ScriptError, match="^the workers were started with different settings"):
-        agree(monkeypatch, [(1, 0, 0, 7), (1, 0, 0, 8)])
+    check_raised("the workers of `--distribute multiworker` started with other flags",
+                 refusal(monkeypatch, [(1, 0, 0, 7), (1, 0, 0, 8)]))
 
 
 def tiny_model():

@@ -4,6 +4,7 @@ ground floor, importing no feature; no module over 250 lines; the flags never ch
 after parsing; a run's settings frozen, a --compare run a copy that says so."""
 import ast
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -127,3 +128,13 @@ def test_a_compare_run_is_a_copy_that_says_so(tmp_path):
     variant = dataclasses.replace(run, variant="no_batchnorm", batchnorm=False)
     assert variant.output_dir == tmp_path / "no_batchnorm" and variant.top_dir == tmp_path
     assert variant.seed == run.seed and run.batchnorm  # the rest as it was
+
+
+def test_the_development_page_maps_every_module_once():
+    page = (ROOT / "docs" / "development.md").read_text()
+    rows = re.findall(r"^\| `([^`]+\.py)` \|", page, re.M)
+    modules = {str(path.relative_to(ROOT)) for path in [*PRODUCT, *(ROOT / "tools").glob("*.py")]
+               if path.name != "__init__.py"}
+    assert len(rows) == len(set(rows)), "a module mapped twice"
+    assert modules <= set(rows), modules - set(rows)
+    assert all((ROOT / row).is_file() for row in rows), [r for r in rows if not (ROOT / r).is_file()]
