@@ -55,9 +55,13 @@ def preprocess(x):
 
 
 def build_model(input_shape, no_classes, batchnorm=True,
-                norm_layer=layers.BatchNormalization):
+                norm_layer=layers.BatchNormalization, network=None):
     """The lesson's network. batchnorm=False drops its five BatchNormalization layers
-    (--no-batchnorm); --fast passes a fused norm_layer that computes the same."""
+    (--no-batchnorm); --fast passes a fused norm_layer that computes the same; --compare's
+    other networks (machinery/networks.py) build themselves, `network`, from this one."""
+    if network is not None:
+        return network(build_model, input_shape, no_classes, norm_layer)
+
     def norm():
         return [norm_layer()] if batchnorm else []
 
@@ -122,8 +126,9 @@ def make_model(run):
     norm_class = fast.FusedBatchNormalization if run.fast else layers.BatchNormalization
     with distribute.scope(run.strategy), fast.precision_policy(run.precision):
         model = build_model(input_shape, run.classes, run.batchnorm,
-                            lambda: norm_class(momentum=run.bn_momentum,
-                                               **distribute.norm_options(run)))
+                            lambda **options: norm_class(momentum=run.bn_momentum, **options,
+                                                         **distribute.norm_options(run)),
+                            run.network and run.network.build)
         compile_model(model, run.steps_per_execution, run.learning_rate)
     return distribute.work_around_keras_distribution_bugs(model, run.strategy)
 

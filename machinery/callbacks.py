@@ -44,6 +44,8 @@ def for_run(run, x_train, session):
         backup.Backup(out / files.BACKUP_DIR, session.epochs_done),
         keras.callbacks.LambdaCallback(on_epoch_end=session.signals.release),
         *([layer_inputs.tracker(run, x_train)] if run.layer_inputs_of else []),
+        # A network of --compare's may measure itself (networks.py), after the backup.
+        *(run.network.measures(run, x_train) if run.network and run.network.measures else []),
         # After the backup: a diverged epoch is logged and backed up, then training stops.
         learning_rates.StopOnDivergence(run.learning_rate),
         # Last: TensorFlow's start-up lines are filtered until the first epoch has ended.

@@ -7,6 +7,7 @@ import sys
 
 import plot_history
 from machinery import signals
+from machinery.comparisons import DEFAULT, KINDS
 from machinery.datasets import OWN
 from machinery.errors import Interrupted, ScriptError, interruption_behind
 from machinery.flags import build_parser
@@ -29,11 +30,12 @@ def parse_args(argv, defaults):
         refuse_flags_beside_predict(parser, args)
         return args
     if args.compare and args.no_batchnorm:
-        parser.error("--compare already trains the variant without BatchNormalization; "
+        parser.error("--compare chooses which of its networks have BatchNormalization; "
                      "drop --no-batchnorm")
     if args.sync_bn and not args.distribute:
         parser.error("--sync-bn shares statistics between replicas: add --distribute")
-    check_learning_rates(parser, args.learning_rate, args.compare)
+    check_several(parser, args)
+    check_comparison(parser, args, defaults)
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ScriptError("--tensorboard needs the tensorboard package, which writes and "
                           "shows the logs: pip install tensorboard")
@@ -46,14 +48,32 @@ def parse_args(argv, defaults):
     return args
 
 
-def check_learning_rates(parser, rates, compare):
-    """Several rates only under --compare, each once."""
-    if len(rates) > 1 and not compare:
+def check_several(parser, args):
+    """Several --learning-rate values only for --compare's own question, several
+    --batch-size values only for --compare batch-size; each value once."""
+    if len(args.learning_rate) > 1 and args.compare != DEFAULT:
         parser.error("several --learning-rate values need --compare, which trains each "
                      "with and without BatchNormalization; give one rate, or add --compare")
-    repeated = sorted({rate for rate in rates if rates.count(rate) > 1})
-    if repeated:
-        parser.error(f"--learning-rate {repeated[0]:g} is given twice: give each rate once")
+    if len(args.batch_size) > 1 and args.compare != "batch-size":
+        parser.error("several --batch-size values need --compare batch-size, which trains "
+                     "at each; give one, or add --compare batch-size")
+    for flag, values in (("--learning-rate", args.learning_rate),
+                         ("--batch-size", args.batch_size)):
+        repeated = sorted({value for value in values if values.count(value) > 1})
+        if repeated:
+            parser.error(f"{flag} {repeated[0]:g} is given twice: give each once")
+
+
+def check_comparison(parser, args, defaults):
+    """What a comparison asks of the other flags."""
+    if args.compare == "batch-size" and args.batch_size != [defaults["batch_size"]] \
+            and len(args.batch_size) == 1:
+        parser.error("--compare batch-size compares several batch sizes: give two or more "
+                     "--batch-size values, or none for 16, 64 and 250")
+    tracking = args.track_layer_inputs or args.layer_inputs_of is not None
+    if tracking and args.compare and not KINDS[args.compare].lesson_layers:
+        parser.error(f"--track-layer-inputs follows the lesson's layers, which --compare "
+                     f"{args.compare} changes: drop it")
 
 
 def check_flags_first(argv, defaults):

@@ -1,18 +1,15 @@
-"""--compare: the lesson's question, does BatchNormalization help? The same network
-trained with and without it, from the same seed on the same data, at each
---learning-rate; both clocks (epochs and seconds) to each validation accuracy."""
+"""--compare: the lesson's question, does BatchNormalization help, and the questions after
+it (comparisons.py holds each, its variants, rows and picture). Each variant is a copy of
+the run's settings with its differences, trained from the same seed on the same data in
+its own sub-folder; then the table (also comparison.json) and the picture."""
 import dataclasses
 import json
 import shutil
 
-import plot_history
-from machinery import files, layer_inputs
-from machinery.learning_rates import diverged_at, draw_curves, pair_names, seconds_to_reach
+from machinery import comparisons, files, layer_inputs, networks
+from machinery.learning_rates import diverged_at, seconds_to_reach
 from machinery.quiet import keras
 
-VARIANTS = (("batchnorm", True), ("no_batchnorm", False))
-VARIANT_LABELS = {"batchnorm": "with BatchNormalization",
-                  "no_batchnorm": "without BatchNormalization"}
 THRESHOLDS = (0.90, 0.95, 0.98)
 ACCURACY_ROWS = (
     ("val_accuracy_moving_statistics", "final validation accuracy, moving statistics"),
@@ -20,27 +17,6 @@ ACCURACY_ROWS = (
     ("val_accuracy_recomputed_statistics",
      "final validation accuracy, recomputed statistics (--recompute-bn-stats)"),
 )
-
-
-def pairs(rates):
-    """(variant, batchnorm, learning rate, sub-folder) of each run --compare makes."""
-    batchnorm = dict(VARIANTS)
-    return [(variant, batchnorm[variant], rate, name)
-            for variant, rate, name in pair_names([v for v, _ in VARIANTS], list(rates))]
-
-
-def folder_names(rates):
-    """The sub-folders of --compare at these learning rates; those of one rate (the
-    variants' own names) always, so that a folder started with one rate and resumed with
-    several still holds only its own files."""
-    names = [name for *_, name in pairs(rates)]
-    return names + [variant for variant, _ in VARIANTS if variant not in names]
-
-
-def pair_label(variant, rate, rates):
-    """The table's and the pictures' name of a run: the rate only where there are several."""
-    label = VARIANT_LABELS[variant]
-    return label if len(rates) == 1 else f"{label}, learning rate {rate:g}"
 
 
 def epochs_to_reach(val_accuracy, threshold):
@@ -51,15 +27,17 @@ def epochs_to_reach(val_accuracy, threshold):
     return None
 
 
-def comparison_summary(results, labels=VARIANT_LABELS):
-    """Per run (keyed by its sub-folder): the figures the table shows."""
+def comparison_summary(runs, rows=()):
+    """Per run (keyed by its sub-folder): the figures the table shows; `rows`, the
+    comparison's own (comparisons.Comparison.rows), under "rows"."""
     summary = {}
-    for name, result in results.items():
+    for run in runs:
+        result, name = run.result, run.folder.name
         history, epoch_seconds = result["history"], result["epoch_seconds"]
         reached = {f"{threshold:.0%}": epochs_to_reach(history["val_accuracy"], threshold)
                    for threshold in THRESHOLDS}
         summary[name] = {
-            "label": labels[name],
+            "label": run.label,
             "learning_rate": result.get("config", {}).get("learning_rate"),
             "parameters": result["parameters"],
             "test_accuracy": result["test_accuracy"],
@@ -72,6 +50,7 @@ def comparison_summary(results, labels=VARIANT_LABELS):
                                   if epoch_seconds else None),
             "diverged_at_epoch": diverged_at(history.get("loss", [])),
             **validation_accuracies(history, result.get("batchnorm_diagnosis")),
+            "rows": {label: value(result, run.folder) for label, value, _ in rows},
         }
     return summary
 
@@ -89,8 +68,8 @@ def validation_accuracies(history, diagnosis):
     }
 
 
-def format_comparison(summary):
-    """A Markdown table of the comparison, one column per run."""
+def format_comparison(summary, rows=()):
+    """A Markdown table of the comparison, one column per run; `rows` as the summary's."""
     names = list(summary)
 
     def row(label, cell):
@@ -119,47 +98,48 @@ def format_comparison(summary):
         "no" if s["diverged_at_epoch"] is None else f"diverged at epoch {s['diverged_at_epoch']}")))
     for key, label in ACCURACY_ROWS:
         lines.append(row(label, lambda s, k=key: "-" if s.get(k) is None else f"{s[k]:.4f}"))
+    for label, _, form in rows:
+        lines.append(row(label, lambda s, k=label, f=form: (
+            "-" if s["rows"].get(k) is None else f.format(s["rows"][k]))))
     return "\n".join(lines)
 
 
-def draw(run, results, labels):
-    """The validation curves of every run, and their layer inputs side by side."""
-    out, names = run.output_dir, list(results)
-    images = results[names[0]]["train_images"]
-    where = f"{run.dataset.upper()}, {images:,} training images"
-    if len(run.learning_rates) > 1:  # a panel per rate
-        draw_curves([(VARIANT_LABELS[variant], rate, results[name]["history"])
-                     for variant, _, rate, name in pairs(run.learning_rates)],
-                    out / files.COMPARISON_PNG, title=f"{where}: validation accuracy")
-    else:
-        plot_history.plot_comparison([results[n]["history"] for n in names],
-                                     labels=[labels[n] for n in names],
-                                     path=out / files.COMPARISON_PNG,
-                                     title=f"{where}: validation curves")
-    tracks = [out / n / files.LAYER_INPUTS_JSON for n in names]
+def draw(run, runs):
+    """The comparison's picture, and the layer inputs of every run side by side where they
+    were tracked."""
+    out = run.output_dir
+    where = f"{run.dataset.upper()}, {runs[0].result['train_images']:,} training images"
+    comparisons.KINDS[run.compare].draw(runs, out / files.comparison_picture(run.compare),
+                                        where)
+    tracks = [r.folder / files.LAYER_INPUTS_JSON for r in runs]
     if all(path.exists() for path in tracks):
         layer_inputs.draw([json.loads(path.read_text()) for path in tracks],
-                          [labels[n] for n in names], out / files.LAYER_INPUTS_PNG,
+                          [r.label for r in runs], out / files.LAYER_INPUTS_PNG,
                           title=f"{where}: inputs of {run.layer_inputs_of} on a probe batch "
                                 "of validation images, training mode")
 
 
+def variant_of(run, variant):
+    """The settings of one variant: the run's with its changes, in its own sub-folder."""
+    changes = dict(variant.changes)
+    if "network" in changes:
+        changes["network"] = networks.NETWORKS[changes["network"]]
+    return dataclasses.replace(run, variant=variant.name, **changes)
+
+
 def compare(run, data, train_and_test):
-    """Run the lesson's `train_and_test(settings, data)` for both variants at each
-    learning rate, each a copy of `run` with its differences, from run.seed, in its
-    sub-folder; write and print the comparison."""
-    out, rates = run.output_dir, run.learning_rates
-    results, labels = {}, {}
-    for variant, batchnorm, rate, name in pairs(rates):
+    """Run the lesson's `train_and_test(settings, data)` for each variant of the
+    comparison run.compare asks for, each from run.seed; write and print the table."""
+    comparison, out, runs = comparisons.KINDS[run.compare], run.output_dir, []
+    for variant in comparison.variants(run.learning_rates, run.batch_sizes):
         keras.utils.set_random_seed(run.seed)
-        labels[name] = pair_label(variant, rate, rates)
-        print(f"--- {labels[name]} ---")
-        results[name] = train_and_test(dataclasses.replace(
-            run, variant=name, batchnorm=batchnorm, learning_rate=rate), data)
-        shutil.copyfile(out / name / files.HISTORY_JSON, out / files.history_of(name))
-    summary = comparison_summary(results, labels)
+        print(f"--- {variant.label} ---")
+        result, folder = train_and_test(variant_of(run, variant), data), out / variant.name
+        shutil.copyfile(folder / files.HISTORY_JSON, out / files.history_of(variant.name))
+        runs.append(comparisons.Run(variant.label, result, folder))
+    summary = comparison_summary(runs, comparison.rows)
     files.write_json(out / files.COMPARISON_JSON, summary)
-    print(format_comparison(summary))
+    print(format_comparison(summary, comparison.rows))
     if run.pictures:
-        draw(run, results, labels)
-    return {"comparison": summary, "variants": results}
+        draw(run, runs)
+    return {"comparison": summary, "variants": {r.folder.name: r.result for r in runs}}

@@ -131,12 +131,12 @@ def is_chief(strategy):
                 and "chief" not in resolver.cluster_spec().as_dict()))
 
 
-def note_small_shares(args, strategy):
-    """One line when each replica normalises fewer than SMALL_SHARE images and --sync-bn
-    is off."""
+def note_small_shares(batch_size, sync_bn, strategy):
+    """One line when each replica normalises fewer than SMALL_SHARE images of a batch of
+    `batch_size` and --sync-bn is off."""
     replicas = strategy.num_replicas_in_sync if strategy else 1
-    share = args.batch_size // replicas
-    if replicas > 1 and share < SMALL_SHARE and not args.sync_bn:
+    share = batch_size // replicas
+    if replicas > 1 and share < SMALL_SHARE and not sync_bn:
         print(f"Note: each of the {replicas} replicas normalises only {share} images per step "
               f"(under {SMALL_SHARE}, BatchNormalization's statistics get noisy): add "
               "--sync-bn, or a larger --batch-size (docs/distributed.md).")

@@ -79,6 +79,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         # --sync-bn: Keras' own; renorm is unknown to the Keras that Python 3.10 gets (3.12)
         if (mask is not None or getattr(self, "renorm", False) or self.synchronized
+                or not (self.center and self.scale)  # no γ or β to hand the fused kernel
                 or self.axis not in (-1, len(inputs.shape) - 1)):
             return super().call(inputs, training=training, mask=mask)
         shape = tf.shape(inputs)

@@ -20,8 +20,8 @@ CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 BATCHNORM_STATISTICS_PNG = "batchnorm_statistics.png"
 LAYER_INPUTS_JSON = "layer_inputs.json"
 LAYER_INPUTS_PNG = "layer_inputs.png"
+SIGMOID_INPUTS_JSON = "sigmoid_inputs.json"  # --compare gamma-beta, in each run's folder
 COMPARISON_JSON = "comparison.json"
-COMPARISON_PNG = "batchnorm_comparison.png"
 MANIFEST = "manifest.json"
 LOCK = "run.lock"
 BACKUP_DIR = "backup"
@@ -37,14 +37,21 @@ def history_of(run):
     return f"history_{run}.json"
 
 
-def run_files(sub_folders=()):
+def comparison_picture(kind):
+    """--compare KIND's picture, beside the runs' folders."""
+    return f"{kind.replace('-', '_')}_comparison.png"
+
+
+COMPARISON_PNG = comparison_picture("batchnorm")  # the lesson's question's
+
+
+def run_files(sub_folders=(), beside=(COMPARISON_PNG, LAYER_INPUTS_PNG)):
     """Every name a run may create in its output folder: its own files, their partial
     files, its folders, and for --compare the runs' sub-folders (`sub_folders`), their
-    histories beside them and the comparison's files."""
+    histories and the comparison's files beside them (`beside`: its pictures)."""
     files = [HISTORY_JSON, HISTORY_CSV, MODEL, RUN_JSON, TRAINING_HISTORY_PNG,
              PREDICTIONS_PNG, CONFUSION_MATRIX_PNG, BATCHNORM_STATISTICS_PNG,
-             LAYER_INPUTS_JSON, *map(history_of, sub_folders), COMPARISON_JSON,
-             COMPARISON_PNG, LAYER_INPUTS_PNG]
+             LAYER_INPUTS_JSON, *map(history_of, sub_folders), COMPARISON_JSON, *beside]
     folders = [BACKUP_DIR, LOGS_DIR, WORKERS_DIR, *sub_folders]
     return [*files, *map(partial_name, files), *folders]
 

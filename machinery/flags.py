@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from machinery.comparisons import DEFAULT, KINDS
 from machinery.datasets import DATASETS, OWN
 from machinery.errors import UsageError
 
@@ -99,8 +100,9 @@ def add_batchnorm_flags(add):
 def add_data_flags(add, defaults):
     add("--epochs", type=positive_int, default=defaults["epochs"],
         help="training epochs (default: %(default)s)")
-    add("--batch-size", type=positive_int, default=defaults["batch_size"],
-        help="images per step (default: %(default)s)")
+    add("--batch-size", type=positive_int, nargs="+", default=[defaults["batch_size"]],
+        metavar="N", help=f"images per step; with --compare batch-size, several "
+                          f"(default: {defaults['batch_size']})")
     add("--validation-split", type=fraction_strictly_between_0_and_1,
         default=defaults["validation_split"],
         help="fraction of the training images (the last ones) held out for validation "
@@ -133,9 +135,12 @@ def add_run_flags(add, defaults):
              "(default: none, not seeded)")
     add("--no-batchnorm", action="store_true",
         help="the same network without its five BatchNormalization layers")
-    add("--compare", action="store_true",
-        help=f"train with and without BatchNormalization from the same seed "
-             f"({COMPARE_SEED} unless --seed) and compare them")
+    add("--compare", nargs="?", const=DEFAULT, default=None, choices=list(KINDS),
+        metavar="QUESTION",
+        help=f"train the network in each variant of one question, each from the same seed "
+             f"({COMPARE_SEED} unless --seed), and compare them in a table and a picture: "
+             + "; ".join(f"{name}: {kind.question}" for name, kind in KINDS.items())
+             + f" ({DEFAULT} when none is named; docs/compare.md)")
     add("--fast", action="store_true",
         help="same model and optimisation, executed faster: fused BatchNormalization, "
              "uint8 images in a tf.data pipeline, several steps per call (docs/speed.md)")

@@ -26,6 +26,7 @@ def run_config(run):
         "fast": fast.recorded(run),
         "precision": run.precision,
         "distribute": run.distribute, "sync_bn": run.sync_bn, "replicas": run.replicas,
+        "network": run.network_name,
     }
 
 

@@ -18,9 +18,9 @@ from machinery.errors import ScriptError
 # changes what training computes), in the order an error names the differences.
 MUST_MATCH = ("dataset", "data_sha256", "batchnorm", "batch_size", "validation_split",
               "limit", "fast", "seed", "distribute", "replicas", "sync_bn", "bn_momentum",
-              "track_batch_stats", "precision", "learning_rate")
+              "track_batch_stats", "precision", "learning_rate", "network_name")
 # What a key missing from an older backup's config.json meant.
-BEFORE_THE_KEY = {"precision": "float32"}
+BEFORE_THE_KEY = {"precision": "float32", "network_name": None}
 
 
 def read_history_csv(path):

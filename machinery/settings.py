@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from machinery import fast, own_data
+from machinery.comparisons import DEFAULT
 from machinery.datasets import DATASETS, OWN, class_names
 from machinery.errors import ScriptError
 from machinery.flags import COMPARE_SEED, DEFAULT_LAYER
@@ -30,10 +31,12 @@ class Settings:
     # The training.
     epochs: int
     batch_size: int
+    batch_sizes: tuple  # --compare batch-size trains at each
     validation_split: float
     learning_rate: float
     learning_rates: tuple  # --compare trains a pair at each
     batchnorm: bool
+    network: object  # a networks.Network of --compare, or None: the lesson's
     bn_momentum: float
     seed: Optional[int]
     fast: bool
@@ -51,13 +54,17 @@ class Settings:
     pictures: bool
     verbose: int
     restart: bool
-    compare: bool
+    compare: Optional[str]  # the question --compare answers (comparisons.KINDS), or None
     top_dir: Path  # --output-dir (a worker's own folder under --distribute multiworker)
     variant: Optional[str] = None  # a --compare run: its sub-folder of top_dir
 
     @property
     def output_dir(self):
         return self.top_dir / self.variant if self.variant else self.top_dir
+
+    @property
+    def network_name(self):
+        return self.network.name if self.network else None
 
 
 def seed_of(args):
@@ -124,20 +131,23 @@ def for_run(args, place, data, preprocess):
     preprocess."""
     classes, names, preparation = describe_classes(args, data)
     data, split_at = first_images(data, args)
-    tracked = args.track_layer_inputs or args.compare or args.layer_inputs_of is not None
+    tracked = (args.track_layer_inputs or args.compare == DEFAULT
+               or args.layer_inputs_of is not None)
     settings = Settings(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit,
         data_sha256=data_sha256(data), classes=classes, class_names=tuple(names),
         image_preparation=preparation, preprocess=preprocess, split_at=split_at,
-        epochs=args.epochs, batch_size=args.batch_size, validation_split=args.validation_split,
+        epochs=args.epochs, batch_size=args.batch_size[0], batch_sizes=tuple(args.batch_size),
+        validation_split=args.validation_split,
         learning_rate=args.learning_rate[0], learning_rates=tuple(args.learning_rate),
-        batchnorm=not args.no_batchnorm, bn_momentum=args.bn_momentum, seed=seed_of(args),
+        batchnorm=not args.no_batchnorm, network=None, bn_momentum=args.bn_momentum,
+        seed=seed_of(args),
         fast=args.fast, steps_per_execution=fast.steps_per_execution(args.fast, args.sync_bn),
         precision=place.precision, distribute=args.distribute, sync_bn=args.sync_bn,
         strategy=place.strategy,
         replicas=place.strategy.num_replicas_in_sync if place.strategy else 1,
         recompute_bn_stats=args.recompute_bn_stats,
-        track_batch_stats=args.track_batch_stats or args.compare,
+        track_batch_stats=args.track_batch_stats or bool(args.compare),
         layer_inputs_of=(args.layer_inputs_of or DEFAULT_LAYER) if tracked else None,
         tensorboard=args.tensorboard, pictures=not args.no_plot, verbose=args.verbose,
         restart=args.restart, compare=args.compare, top_dir=place.output_dir)

@@ -9,7 +9,7 @@ import tempfile
 
 import numpy as np
 
-from machinery import compare, distribute, fast, files, folder, keras_internals, settings
+from machinery import comparisons, distribute, fast, files, folder, keras_internals, settings
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
 
@@ -44,7 +44,8 @@ def own_folder(args, strategy):
     files, its backup included, in OUTPUT_DIR/workers/TASK-N, which outlives a failed run
     and goes when it finishes. Yields the folder this process writes to."""
     if distribute.is_chief(strategy):
-        names = files.run_files(compare.folder_names(args.learning_rate))
+        names = files.run_files(*comparisons.outputs(args.compare, args.learning_rate,
+                                                     args.batch_size))
         with (contextlib.nullcontext() if args.dry_run
               else folder.claimed(args.output_dir, args.overwrite, names)):
             yield args.output_dir
@@ -82,7 +83,7 @@ def set_up(args):
     with filtered_stderr():
         tf.config.list_physical_devices()  # the first device query logs CUDA probing
         strategy = distribute.make_strategy(args.distribute, args.cpu_devices, args.slurm_port)
-    distribute.note_small_shares(args, strategy)
+    distribute.note_small_shares(min(args.batch_size), args.sync_bn, strategy)
     precision = fast.effective_precision(args.precision)
     if settings.seed_of(args) is not None:
         seed_everything(settings.seed_of(args))

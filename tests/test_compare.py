@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import model_batchnorm as mb
 from conftest import cli, error_lines, kmnist_in_cache
-from machinery import compare
+from machinery import compare, comparisons
 from testdata import synthetic
 
 
@@ -195,10 +196,10 @@ def test_comparison_table_arithmetic_from_known_histories():
     def result(val_accuracy, seconds):
         return {"parameters": 1, "test_accuracy": 0.5, "test_loss": 1.0,
                 "history": {"val_accuracy": val_accuracy}, "epoch_seconds": [seconds / 4] * 4}
-    summary = compare.comparison_summary({
-        "batchnorm": result([0.92, 0.96, 0.985, 0.99], 8.0),
-        "no_batchnorm": result([0.85, 0.91, 0.93, 0.94], 4.0),
-    })
+    summary = compare.comparison_summary([
+        comparisons.Run("with", result([0.92, 0.96, 0.985, 0.99], 8.0), Path("batchnorm")),
+        comparisons.Run("without", result([0.85, 0.91, 0.93, 0.94], 4.0), Path("no_batchnorm")),
+    ])
     assert summary["batchnorm"]["epochs_to_val_accuracy"] == {"90%": 1, "95%": 2, "98%": 3}
     assert summary["no_batchnorm"]["epochs_to_val_accuracy"] == {
         "90%": 2, "95%": None, "98%": None}
@@ -212,7 +213,7 @@ def test_comparison_table_arithmetic_from_known_histories():
 def test_compare_with_no_batchnorm_is_refused(capsys):
     assert cli(["--compare", "--no-batchnorm"]) == 2
     assert error_lines(capsys.readouterr().err) == [
-        "error: --compare already trains the variant without BatchNormalization; "
+        "error: --compare chooses which of its networks have BatchNormalization; "
         "drop --no-batchnorm (see --help)"]
 
 

@@ -38,7 +38,7 @@ def test_each_flags_default_is_stated_in_the_flag_table_only(monkeypatch):
             text = text.split("\n## Flags\n", 1)[0] + text.split("\n## Flags\n", 1)[1].split(
                 "\n## ", 1)[1]
         # A sentence (or a table row) that names the flag and a default.
-        for sentence in re.split(r"(?<=[.:;])\s+|\n\|", text):
+        for sentence in re.split(r"(?<=[.;])\s+|\n\|", text):
             for flag in with_defaults:
                 if re.search(rf"`{flag}\b[^`]*`", sentence) and re.search(r"\bdefault",
                                                                           sentence):

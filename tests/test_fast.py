@@ -18,6 +18,19 @@ def fit_inputs(arrays, batch_size):
     return fast.fit_inputs(x, y, run)
 
 
+def test_fused_layer_without_gamma_and_beta_is_keras_own():
+    """center=False, scale=False (--compare gamma-beta under --fast): no gamma or beta to
+    hand the fused kernel, so Keras' own computation, the same numbers."""
+    shape, rng = (40, 5, 5, 8), np.random.default_rng(1)
+    plain = keras.layers.BatchNormalization(center=False, scale=False)
+    fused = fast.FusedBatchNormalization(center=False, scale=False)
+    x = rng.normal(1.0, 2.0, shape).astype("float32")
+    for training in (True, False):
+        np.testing.assert_allclose(fused(x, training=training), plain(x, training=training),
+                                   rtol=1e-6, atol=1e-6)
+    assert fused.gamma is None and fused.beta is None
+
+
 def layer_pair(shape):
     plain, fused = keras.layers.BatchNormalization(), fast.FusedBatchNormalization()
     plain.build(shape)

@@ -124,8 +124,32 @@ def test_several_learning_rates_without_compare(capsys, tmp_path):
 
 
 def test_the_same_learning_rate_twice(capsys, tmp_path):
-    check_row(capsys, "the same `--learning-rate` twice",
+    check_row(capsys, "the same `--learning-rate` (or `--batch-size`) twice",
               ["--compare", "--learning-rate", "0.01", "0.010", "--output-dir", tmp_path])
+
+
+def test_the_same_batch_size_twice(capsys, tmp_path):
+    check_row(capsys, "the same `--learning-rate` (or `--batch-size`) twice",
+              ["--compare", "batch-size", "--batch-size", "16", "16", "--output-dir", tmp_path],
+              **{"--learning-rate 0.01": "--batch-size 16"})
+
+
+def test_several_batch_sizes_without_compare_batch_size(capsys, tmp_path):
+    check_row(capsys, "several `--batch-size` values",
+              ["--compare", "--batch-size", "16", "64", "--output-dir", tmp_path])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_batch_size_with_one_other_batch_size(capsys, tmp_path):
+    check_row(capsys, "`--compare batch-size` with one `--batch-size`",
+              ["--compare", "batch-size", "--batch-size", "32", "--output-dir", tmp_path])
+
+
+@pytest.mark.parametrize("question", ["placement", "gamma-beta", "normalization"])
+def test_layer_inputs_with_a_comparison_of_other_layers(question, capsys, tmp_path):
+    check_row(capsys, "`--track-layer-inputs` (or `--layer-inputs-of`) with `--compare",
+              ["--compare", question, "--track-layer-inputs", "--output-dir", tmp_path],
+              **{"--compare placement": f"--compare {question}"})
 
 
 @pytest.mark.parametrize("flag, value", [("--layer-inputs-of", "dense_9"),

@@ -1,7 +1,6 @@
 """--sync-bn: under --distribute, BatchNormalization normalises with the whole global
 batch's statistics (docs/distributed.md), checked against a NumPy computation by hand;
 without it, a note when each replica's share of the batch is small."""
-import argparse
 import subprocess
 import sys
 
@@ -78,8 +77,7 @@ class Replicas:
     (4, False, ""),  # 62 each
 ], ids=["small-shares", "synchronised", "large-shares"])
 def test_a_note_when_each_replica_normalises_few_images(replicas, sync_bn, note, capsys):
-    args = argparse.Namespace(batch_size=250, sync_bn=sync_bn)
-    distribute.note_small_shares(args, Replicas(replicas))
+    distribute.note_small_shares(250, sync_bn, Replicas(replicas))
     assert capsys.readouterr().out == note
 
 
