@@ -15,7 +15,8 @@ The runs, on synthetic KMNIST-shaped files in a --data-dir (never KMNIST):
 
 `compare` says, per run and file: pictures byte for byte, history.json and
 history.csv exactly, the model's weights (and Adam's state) array by array, run.json,
-comparison.json with their timings left out, the manifest without its dates.
+comparison.json with their timings left out (fields the second adds are named, not
+counted as differences), the manifest without its dates.
 --track-layer-inputs skips a point while its measurements would exceed their share of
 the wall-clock time, so two runs of one version can measure at different steps: their
 layer_inputs.json are compared at the steps both measured, and their layer_inputs.png
@@ -124,15 +125,39 @@ def same(a, b):
                                                     *b.parent.rglob("layer_inputs.json"))]
         if len({tuple(steps) for steps in tracks}) > 1:
             return "not compared: the runs measured at different steps"
+    if a.suffix == ".json":
+        return same_json(without_timings(json.loads(a.read_text())),
+                         without_timings(json.loads(b.read_text())))
     return "same" if same_outputs(a, b) else "DIFFERS"
 
 
+def added_keys(old, new, path=""):
+    """The keys of `new` that `old` lacks (dotted paths), and whether the rest is equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        added, equal = [f"{path}{key}" for key in new if key not in old], set(old) <= set(new)
+        for key in old:
+            if key in new:
+                more, alike = added_keys(old[key], new[key], f"{path}{key}.")
+                added, equal = added + more, equal and alike
+        return added, equal
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        results = [added_keys(o, n, path) for o, n in zip(old, new)]
+        return sorted({k for more, _ in results for k in more}), all(e for _, e in results)
+    return [], old == new
+
+
+def same_json(old, new):
+    """'same', 'DIFFERS', or 'same, and new fields: ...' where the second adds fields."""
+    added, equal = added_keys(old, new)
+    if not equal:
+        return "DIFFERS"
+    return f"same, and new fields: {', '.join(added)}" if added else "same"
+
+
 def same_outputs(a, b):
+    """A model's weights and config, or any other file's bytes."""
     if a.suffix == ".keras":
         return weights(a) == weights(b)
-    if a.suffix == ".json":
-        return without_timings(json.loads(a.read_text())) == without_timings(
-            json.loads(b.read_text()))
     return a.read_bytes() == b.read_bytes()
 
 

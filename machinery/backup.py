@@ -1,12 +1,8 @@
 """The backup of a run after each completed epoch: the model's and the optimizer's
-variables and the epoch count. A crash at any moment leaves the previous backup
-whole, and a backup is checked before it is trusted.
-
-Keras' BackupAndRestore falls back to an older copy on its own, writes HDF5 straight
-to disk (a full disk crashed h5py) and deletes itself at the end of fit; this one
-writes plain .npz bytes through files.write_atomically and is removed only when
-every output file is written (folder.claimed).
-"""
+variables and the epoch count, as plain .npz bytes written whole (files.write_atomically),
+checked before it is trusted, removed only once every output is written. Keras'
+BackupAndRestore falls back to an older copy on its own, writes HDF5 straight to disk (a
+full disk crashed h5py) and deletes itself at the end of fit."""
 import contextlib
 import csv
 import hashlib

@@ -1,13 +1,8 @@
-"""BatchNormalization's two kinds of statistics: diagnose, show and mend the lag.
-
-Training normalises with each batch's own mean and variance; inference with
-moving averages of them (momentum 0.99: each step keeps 99% of the average).
-After few steps the averages still hold much of their starting values (mean 0,
-variance 1) and trail the weights, so a model can learn perfectly and fail at
-inference. This module measures that gap, records the statistics for a
-picture, and recomputes the moving statistics from the final weights ("precise
-BN", Wu & Johnson 2021, arXiv:2105.07576).
-"""
+"""BatchNormalization's two kinds of statistics: training normalises with each batch's
+own, inference with moving averages that after few steps still hold much of their start
+(mean 0, variance 1). This module measures that gap (the diagnosis and its note), records
+the statistics for their picture, and recomputes the moving statistics from the final
+weights ("precise BN", Wu & Johnson 2021, arXiv:2105.07576)."""
 import contextlib
 import math
 import time

@@ -34,6 +34,9 @@ def for_run(run, x_train, session):
         # are logged.
         session.monitor,
         *tensorboard.log_writers(run),  # after the monitor: its logs hold what it added
+        # A network of --compare's may measure itself (networks.py): before the log and the
+        # backup, so that a resumed run finds each epoch it holds measured.
+        *(run.network.measures(run, x_train) if run.network and run.network.measures else []),
         session.timer,
         # From here to `release`, a Ctrl-C or SIGTERM waits: the epoch's log row and its
         # backup are written together or not at all.
@@ -44,8 +47,6 @@ def for_run(run, x_train, session):
         backup.Backup(out / files.BACKUP_DIR, session.epochs_done),
         keras.callbacks.LambdaCallback(on_epoch_end=session.signals.release),
         *([layer_inputs.tracker(run, x_train)] if run.layer_inputs_of else []),
-        # A network of --compare's may measure itself (networks.py), after the backup.
-        *(run.network.measures(run, x_train) if run.network and run.network.measures else []),
         # After the backup: a diverged epoch is logged and backed up, then training stops.
         learning_rates.StopOnDivergence(run.learning_rate),
         # Last: TensorFlow's start-up lines are filtered until the first epoch has ended.

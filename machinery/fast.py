@@ -1,12 +1,7 @@
-"""--fast and --precision: the same model and optimisation, executed faster.
-
-Each choice was measured with bench/benchmark.py and kept because it helped on
-a CPU (docs/speed.md): fused BatchNormalization, uint8 images scaled in a
-prefetching tf.data pipeline without tf.data's autotuning (whose thread stalls
-every new iterator's predecessor for seconds), and several steps per call into
-TensorFlow. XLA (jit_compile) was measured too, and did not help. --precision
-bfloat16 computes in bfloat16 where the hardware has it natively.
-"""
+"""--fast and --precision: the same model and optimisation, executed faster: fused
+BatchNormalization, uint8 images in a tf.data pipeline without autotuning, several steps
+per call (each measured with bench/benchmark.py, docs/speed.md; XLA did not help), and
+bfloat16 where the hardware computes it natively."""
 import contextlib
 from pathlib import Path
 

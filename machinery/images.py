@@ -1,14 +1,7 @@
-"""The one preparation of an image file for the network (docs/data.md, "How an image
-is prepared").
-
-tools/images_to_npz.py prepares the training images of --dataset own with it, and
---predict prepares new images with it, so that a model sees new images exactly as it
-saw its training images. Every image ends as KMNIST and MNIST store theirs: 28x28
-uint8, light ink on a dark background. The converter records PREPARATION beside
-data.npz; a run copies it into run.json; --predict compares it with its own.
-
-Imports only NumPy and Pillow, so that the converter needs nothing else.
-"""
+"""The one preparation of an image file for the network (docs/data.md, "How an image is
+prepared"): tools/images_to_npz.py prepares the training images of --dataset own with it,
+--predict new images, so that a model sees both alike: 28x28 uint8, light ink on dark, as
+KMNIST and MNIST store theirs. Imports only NumPy and Pillow, all the converter needs."""
 import json
 from pathlib import Path
 

@@ -1,14 +1,8 @@
-"""The one module that touches Keras' and TensorFlow's internals. Each use first checks,
-at run time, that what it changes is there and shaped as expected (a callable with the
-parameters it expects); where it is not, Keras is left as it is and one line says what
-that costs (docs/troubleshooting.md), never a traceback:
-
-- Keras' own input pipelines for NumPy arrays without tf.data's autotuning, whose
-  thread stalls a process for seconds between epochs (docs/speed.md);
-- the epoch a resumed fit starts at (Keras' own BackupAndRestore sets it the same way);
-- a workaround for two Keras bugs under tf.distribute (--distribute);
-- TensorFlow's coordination service with a bounded heartbeat (a lost worker).
-"""
+"""The one module that touches Keras' and TensorFlow's internals: Keras' array pipelines
+without autotuning, the epoch a resumed fit starts at, two Keras bugs under
+tf.distribute, the coordination service's heartbeat. Each use first checks, at run time,
+that what it changes is there and shaped as expected; where it is not, Keras is left as
+it is and one line says what that costs, never a traceback."""
 import functools
 import inspect
 
@@ -46,13 +40,9 @@ def keras_array_adapter():
 
 def array_pipelines_without_autotuning():
     """From now on, the tf.data pipeline that fit, evaluate and predict build for NumPy
-    arrays runs without tf.data's autotuning, as --fast's own pipelines do.
-
-    Autotuning's thread makes each epoch's dropped iterator wait for it, for up to a few
-    seconds with no CPU used (bench/stall_repro.py). Without it the pipeline's parallel
-    map and prefetch keep their defaults; batches, their order and the shuffle are
-    unchanged, so every number the lesson computes is too (tests/test_keras_internals.py).
-    Idempotent: the first call wraps Keras' ArrayDataAdapter.get_tf_dataset."""
+    arrays runs without tf.data's autotuning, whose thread makes each epoch's dropped
+    iterator wait for seconds (bench/stall_repro.py). The same batches in the same order,
+    so every number the lesson computes stays. Idempotent."""
     adapter = keras_array_adapter()
     keras_pipeline = shaped(adapter, "get_tf_dataset", ["self"])
     if keras_pipeline is None:

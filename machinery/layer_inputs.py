@@ -1,13 +1,7 @@
-"""--track-layer-inputs: how one layer's inputs are distributed over training, drawn in
-the layout of Ioffe & Szegedy's Figure 1 (the 15th, 50th and 85th percentiles against
-training steps), on a fixed probe batch of validation images.
-
-The probe goes through the network as training sees it: in training mode, each
-BatchNormalization layer normalising with the probe batch's own statistics. Such a
-call moves the moving statistics, so they are put back (batchnorm_stats); it draws no
-random numbers (the network has no dropout), so training goes on exactly as without
-it (tests/test_layer_inputs.py compares the histories).
-"""
+"""--track-layer-inputs: the 15th, 50th and 85th percentiles of one layer's inputs over
+training, on a fixed probe batch of validation images in training mode, drawn as Ioffe &
+Szegedy's Figure 1. The moving statistics such a call moves are put back, and it draws no
+random numbers, so training goes on exactly as without it (tested)."""
 import json
 import math
 import time

@@ -67,7 +67,9 @@ class SigmoidInputs(keras.callbacks.Callback):
     """Before training and after each epoch: for each sigmoid layer, the share of its
     inputs on a probe batch of validation images, in training mode (as training sees
     them), that lies within ±NEAR_LINEAR; written to `path` after each epoch, kept
-    across a resume. The moving statistics are put back after each measurement."""
+    across a resume. The moving statistics are put back after each measurement. It
+    stands before the backup's callback (callbacks.for_run), which restores a resumed
+    run's state in on_train_begin: the epochs done are known at the first epoch's start."""
 
     def __init__(self, probe, path):
         super().__init__()
@@ -76,14 +78,18 @@ class SigmoidInputs(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         layers = sigmoids(self.model)
         self.cut = keras.Model(self.model.inputs[0], [layer.input for layer in layers])
-        done = int(np.asarray(self.model.optimizer.iterations)) // self.params["steps"]
-        self.track = {"layers": [layer.name for layer in layers], "near_linear": NEAR_LINEAR,
-                      "share": []}
-        if done:  # resumed: the epochs the backup holds, as measured before
+        self.names, self.track = [layer.name for layer in layers], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Fit's first epoch here is epoch `epoch`: as many were done before (a resume)."""
+        if self.track is not None:
+            return
+        self.track = {"layers": self.names, "near_linear": NEAR_LINEAR, "share": []}
+        if epoch:  # resumed: the epochs the backup holds, as measured before
             with contextlib.suppress(OSError, ValueError, KeyError):
-                self.track["share"] = json.loads(self.path.read_text())["share"][:done + 1]
-        if len(self.track["share"]) != done + 1:  # epochs measured by no one: unknown
-            self.track["share"] = [[None] * len(layers)] * done
+                self.track["share"] = json.loads(self.path.read_text())["share"][:epoch + 1]
+        if len(self.track["share"]) != epoch + 1:  # epochs measured by no one: unknown
+            self.track["share"] = [[None] * len(self.names)] * epoch
             self.measure()
 
     def measure(self):

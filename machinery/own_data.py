@@ -1,11 +1,7 @@
-"""--dataset own: your own 28x28 grayscale images in one folder (docs/data.md, "Your own data").
-
-The folder holds data.npz with four arrays, the layout of Keras' mnist.npz:
-x_train (N, 28, 28) uint8, y_train (N,) integers, x_test, y_test likewise; the
-labels run from 0 to C-1 without gaps, and C is taken from them. An optional
-class_names.txt names the classes, one line each, C lines. tools/images_to_npz.py
-also writes preparation.json, how its images were prepared (machinery/images.py),
-which the run records in run.json for --predict."""
+"""--dataset own: data.npz in --data-dir, four arrays in the layout of Keras' mnist.npz,
+labels 0 to C-1 without gaps (C taken from them); an optional class_names.txt, one name a
+line; the preparation.json of tools/images_to_npz.py, which run.json records for
+--predict (docs/data.md, "Your own data")."""
 import json
 from pathlib import Path
 

@@ -1,19 +1,10 @@
-"""Pictures drawn beside the run, in a Python process of their own.
-
-matplotlib draws in Python, which runs one thread at a time: in the run's own process
-a picture waits for TensorFlow's work or slows it. A second process draws while the
-run evaluates, diagnoses and saves, on the core TensorFlow leaves free (bench/smoke.py
-measures what that saves). It draws with the same plot_history functions, so the
-pictures are the same, byte for byte.
-
-The process only ever saves time: where it cannot start, fails or takes too long, the
-run draws the picture itself (pictures.Pictures). A thread was measured against it: matplotlib
-holds Python's lock while it draws, and after a short run TensorFlow leaves too little
-time without it (bench/records/2026-12-07-smoke-run.md). It ignores Ctrl-C, which is the
-run's to handle, and ends when the run closes its input or is gone; a picture that
-nobody will take is removed. This module imports neither TensorFlow nor matplotlib:
-the process imports it too.
-"""
+"""Pictures drawn beside the run, in a Python process of their own, on the core
+TensorFlow leaves free: matplotlib holds Python's lock while it draws, so a thread gained
+too little (bench/records/2026-12-07-smoke-run.md). The process draws with the same
+plot_history functions, byte for byte; where it cannot start, fails or takes too long,
+the run draws the picture itself. It ignores Ctrl-C, which is the run's, ends when the
+run closes its input or is gone, and removes a picture nobody will take. This module
+imports neither TensorFlow nor matplotlib: the process imports it too."""
 import atexit
 import contextlib
 import itertools

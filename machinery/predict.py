@@ -1,13 +1,7 @@
-"""--predict MODEL IMAGE...: a trained model on your own images (docs/predict.md).
-
-Each image is prepared by machinery/images.py, as tools/images_to_npz.py prepares
-training images: grayscale, 28x28, light ink on a dark background; then scaled by
-the lesson's own preprocess(). The class names, and the record of how the training
-images were prepared, come from the run's run.json beside the model (KMNIST's names
-when there is none; a note when the preparation is unknown). Every input is
-checked before anything is predicted, and nothing is written: the output folder is
-only read, so its run, finished or still training, is left alone.
-"""
+"""--predict MODEL IMAGE...: a trained model on your own images (docs/predict.md). Each
+image is prepared as the converter prepares training images (images.py), then scaled by
+the lesson's preprocess(); the class names and the images' preparation come from the
+run.json beside the model. Every input is checked first, and nothing is written."""
 import json
 import zipfile
 from pathlib import Path

@@ -1,9 +1,6 @@
 """Keep TensorFlow's start-up chatter off the screen without hiding real errors.
-
-Importing this module imports TensorFlow and Keras with those lines filtered,
-so it comes before any other import of them (in model_batchnorm.py, right after
-the flags are checked: --help and a bad flag never wait for TensorFlow).
-"""
+Importing this module imports TensorFlow and Keras with those lines filtered, so it comes
+before any other import of them (after the flags are checked: --help never waits)."""
 import contextlib
 import logging
 import os

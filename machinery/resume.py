@@ -1,11 +1,6 @@
 """Where a run resumes: the backup in its output folder (backup.py), checked against the
-log, the run's settings and its data, or under --distribute multiworker the epoch every
-worker holds. A backup that disagrees is refused with one line rather than trusted.
-
-backup.Backup keeps the model, the optimizer and the epoch count; CSVLogger appends
-each epoch's metrics (callbacks.py puts them in their order). Together they give the
-full history of a run that was resumed any number of times.
-"""
+log (history.csv), the run's settings and its data, or under --distribute multiworker the
+epoch every worker holds. A backup that disagrees is refused with one line."""
 import csv
 import hashlib
 import json

@@ -193,6 +193,23 @@ def cli(argv=None):
     return machinery.cli.run(model_batchnorm.main, argv)
 
 
+def interrupted(argv, where):
+    """cli(argv) with Ctrl-C sent where tests/stop_at.py's notation `where` says (in this
+    process, its handler put back afterwards); the exit code."""
+    import io
+    import signal
+    import stop_at
+    _, undo = stop_at.install(signal.SIGINT, where)
+    # Python turns SIGINT into KeyboardInterrupt only where it is not ignored (xdist).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return cli(argv)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        undo()
+
+
 def error_lines(stderr):
     """The lines of a failed run that report the error (and prove there is no traceback)."""
     assert "Traceback" not in stderr, stderr

@@ -1717,9 +1717,9 @@ BUGS = [
         ("tests/test_comparisons.py::test_the_sigmoid_share_is_the_share_of_the_saved_models_inputs_within_1",)),
     Bug("sigmoid-track-restarts-on-resume",
         "an interrupted comparison resumes each run, its measurements included",
-        "SigmoidInputs.on_train_begin",
-        "        if done:  # resumed: the epochs the backup holds, as measured before\n",
-        "        if False:\n",
+        'SigmoidInputs.on_epoch_begin',
+        '        if epoch:  # resumed: the epochs the backup holds, as measured before\n',
+        '        if False:\n',
         ("tests/test_comparisons.py::test_an_interrupted_comparison_resumes_each_of_its_runs",)),
     Bug("network-not-in-the-resume-key",
         "a backup of another network is refused",
@@ -1821,16 +1821,16 @@ def apply(bug, copy):
     path.write_text(text[:at] + bug.replacement + text[at + len(bug.original):])
 
 
-def run_tests(copy, tests):
+def run_tests(copy, tests, timeout=TIMEOUT_S, options=()):
     """pytest's exit code for `tests` in the copy (0 passed, 1 failed, else an error)."""
     # -m "": the chosen tests run whatever their marks (pytest.ini leaves the slow ones out).
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "",
-               *tests]
+               *options, *tests]
     try:
         done = subprocess.run(command, cwd=copy, capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "timeout", ""
+        return "timeout", f"(no verdict within {timeout} s)"
     return done.returncode, done.stdout[-3000:] + done.stderr[-3000:]
 
 
@@ -1854,7 +1854,9 @@ def baseline(bugs):
     """The chosen tests must pass on the unchanged project, or no verdict means anything."""
     tests = sorted({test for bug in bugs for test in bug.tests})
     with tempfile.TemporaryDirectory(prefix="mutation-baseline-") as folder:
-        code, output = run_tests(scratch_copy(folder), tests)
+        # Every bug's tests at once: on both cores, a time limit for each of them.
+        code, output = run_tests(scratch_copy(folder), tests, TIMEOUT_S * len(tests),
+                                 ("-n", "2", "--dist", "loadfile"))
     return code == 0, output
 
 

@@ -250,3 +250,14 @@ def test_phase_seconds_count_the_main_threads_samples_at_the_rate():
     assert seconds["fit: validation"] == 0.75
     assert seconds[phases.OTHER] == 0.25
     assert sum(seconds.values()) == 1.0
+
+
+def test_same_outputs_names_added_fields_and_catches_changed_ones():
+    import same_outputs
+    old = {"config": {"seed": 1, "epoch_seconds": [1.0]}, "runs": [{"a": 1}]}
+    assert same_outputs.same_json(old, old) == "same"
+    added = {"config": {"seed": 1, "network": None}, "runs": [{"a": 1, "b": 2}]}
+    assert same_outputs.same_json(same_outputs.without_timings(old), added) == (
+        "same, and new fields: config.network, runs.b")
+    assert same_outputs.same_json(old, {"config": {"seed": 2}, "runs": [{"a": 1}]}) == "DIFFERS"
+    assert same_outputs.same_json(old, {"config": {"seed": 1}}) == "DIFFERS"  # a field gone

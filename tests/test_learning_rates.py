@@ -188,21 +188,12 @@ def test_an_interrupted_several_rate_compare_resumes_and_shows_no_seconds_it_did
     seconds to a threshold are `-` (some of its epochs ran in another process, untimed),
     even where the epochs this process timed would cover it; a fresh pair's are the sum
     of its epochs' seconds."""
-    import signal
-    import stop_at
-    from conftest import cli
+    from conftest import cli, interrupted
     out = tmp_path / "out"
     argv = ["--compare", "--learning-rate", "0.001", "0.01", "--epochs", "4",
             "--batch-size", "20", "--no-plot", "--verbose", "0", "--data-dir",
             str(data), "--output-dir", str(out)]
-    _, undo = stop_at.install(signal.SIGINT, "after:machinery.backup.Backup.on_epoch_end#5")
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            assert cli(argv) == 130
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        undo()
+    assert interrupted(argv, "after:machinery.backup.Backup.on_epoch_end#5") == 130
     names = ("batchnorm_lr0.001", "no_batchnorm_lr0.001", "batchnorm_lr0.01",
              "no_batchnorm_lr0.01")
     printed = io.StringIO()

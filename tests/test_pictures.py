@@ -81,10 +81,9 @@ def test_a_picture_the_other_process_cannot_draw_is_drawn_by_the_run(tmp_path, m
     shown = pictures.Pictures(tmp_path)
     if trouble == "died":
         shown.painter.process.kill()
-    draw = plot_history.plot_confusion_matrix
-    if trouble == "cannot be sent":  # a function of no module: the process cannot import it
-        def draw(*args):
-            return plot_history.plot_confusion_matrix(*args)
+    def unsendable(*args):  # a function of no module: the process cannot import it
+        return plot_history.plot_confusion_matrix(*args)
+    draw = unsendable if trouble == "cannot be sent" else plot_history.plot_confusion_matrix
     shown.ask("confusion.png", draw, y_true, y_pred, names)
     assert shown.take("confusion.png").read_bytes() == expected
     shown.close()
