@@ -137,6 +137,7 @@ def uint8_batches(images, labels, batch_size, preprocess, shuffle=False):
     if shuffle:  # fit() shuffles its arrays every epoch; so does this
         order = order.shuffle(images.shape[0], reshuffle_each_iteration=True)
 
+    @tf.autograph.experimental.do_not_convert  # straight-line code: nothing to convert
     def load(index):
         x = preprocess(InGraph(tf.gather(images, index))).tensor
         return x, tf.cast(tf.gather(labels, index), tf.int32)
