@@ -99,6 +99,7 @@ def run(main, argv=None):
         with signals.sigterm_as_ctrl_c():
             try:
                 main(argv)
+                signals.raise_if_swallowed()  # never success after a Ctrl-C or SIGTERM
             finally:
                 stderr_unfiltered()
     except Interrupted as err:

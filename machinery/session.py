@@ -46,6 +46,7 @@ def resumable(run, arrays):
     writing what was finished. The backup stays: it goes only when every output is
     written (folder.claimed)."""
     session = Session(run, arrays, resume.start_or_resume(run))
+    signals.raise_if_swallowed()  # one that landed in the workers' agreement, say
     try:
         with session.signals.installed(), until_first_epoch_ends() as session.quieted:
             yield session

@@ -6,14 +6,33 @@ import signal
 
 from machinery.errors import Interrupted, Terminated, TerminationSignal
 
+# The signals a handler has raised as an exception during this run. TensorFlow's C++ can
+# swallow one that lands inside it (a SystemError printed, the run going on), so the run
+# looks again at the next epoch's end, before training and before it reports success.
+RAISED = []
+
+
+def as_exception(signum):
+    RAISED.append(signum)
+    return TerminationSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
+
 
 def raise_termination(signum, frame):
-    raise TerminationSignal()
+    raise as_exception(signum)
+
+
+def raise_if_swallowed():
+    """Raise anew a Ctrl-C or SIGTERM whose exception something caught and dropped."""
+    if RAISED:
+        signum = RAISED.pop()
+        RAISED.clear()
+        raise TerminationSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
     """SIGTERM raises as Ctrl-C does for the block; only the main thread may set a handler."""
+    RAISED.clear()  # another run's, in the same process
     try:
         previous = signal.signal(signal.SIGTERM, raise_termination)
     except ValueError:
@@ -55,7 +74,7 @@ class SignalsWaitForTheBackup:
 
     def act(self):
         signum, self.pending = self.pending, None
-        raise TerminationSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise as_exception(signum)
 
     def hold(self, *_):
         self.holding = True
@@ -64,6 +83,7 @@ class SignalsWaitForTheBackup:
         self.holding = False
         if self.pending is not None:
             self.act()
+        raise_if_swallowed()
 
     @contextlib.contextmanager
     def installed(self):

@@ -5,7 +5,9 @@
 runs SCRIPT (e.g. model_batchnorm.py) as `python SCRIPT ARGUMENTS` would, and sends
 SIGNAL (SIGTERM or SIGINT) to its own process at WHERE: the dotted path of a function
 or method (`machinery.data.load`, `keras.callbacks.CSVLogger.on_epoch_end`), as it is
-called, `after:` it returns, or with `#N` at its N-th call (`...on_epoch_end#2`).
+called, `after:` it returns, or with `#N` at its N-th call (`...on_epoch_end#2`);
+`swallow:` first, and the exception the handler raises there is caught and dropped, as
+TensorFlow's C++ can drop one that lands inside it.
 LINES, a number: instead, the LINES-th line of Python executed from WHERE on (until
 the next training step begins) in the files whose paths contain one of TRACED (0: at
 WHERE itself); `-` for none. After the
@@ -78,6 +80,8 @@ class LineCounter:
 def install(signal_number, where, lines=None):
     """Patch `where` (see the module's docstring) to send the signal; returns the
     LineCounter (None without `lines`) and a function that undoes the patch."""
+    swallow = where.startswith("swallow:")
+    where = where.removeprefix("swallow:")
     after = where.startswith("after:")
     path, _, nth = where.removeprefix("after:").partition("#")
     nth = int(nth or 1)
@@ -91,6 +95,11 @@ def install(signal_number, where, lines=None):
             counter.start(sys._getframe(2))
             if lines == 0:
                 counter.trace(sys._getframe(1), "line", None)
+        elif swallow:
+            try:
+                os.kill(os.getpid(), signal_number)
+            except BaseException:  # noqa: B036 (what the library does)
+                print(f"stop_at: dropped {signal_number}", file=sys.stderr)
         else:
             os.kill(os.getpid(), signal_number)
 

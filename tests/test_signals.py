@@ -180,6 +180,41 @@ def test_a_signal_at_each_point_of_an_epoch_stops_where_log_and_backup_agree(
     assert_rerun_agrees(tiny_data, tmp_path / "run", expected, capsys)
 
 
+# TensorFlow's C++ can catch and drop the exception a signal's handler raises inside it
+# (seen: a SIGTERM during the workers' agreement printed a SystemError, and the worker
+# trained on and exited 0). Swallowed at each point (tests/stop_at.py's `swallow:`), the
+# signal still ends the run: at the end of the epoch it landed in, before training, or
+# once the run is done, never with exit code 0.
+SWALLOWED = {
+    "during epoch 1": ("swallow:keras.callbacks.CSVLogger.on_epoch_begin", 1),
+    "before training": ("swallow:machinery.resume.agreed_epoch", None),
+    "after training": ("swallow:machinery.batchnorm_stats.Monitor.on_train_end", None),
+}
+
+
+@pytest.mark.parametrize("point", SWALLOWED)
+def test_a_sigterm_that_tensorflow_swallows_still_stops_the_run_with_143(
+        point, tiny_data, tmp_path, capsys):
+    import stop_at
+    where, epochs = SWALLOWED[point]
+    _, undo = stop_at.install(signal.SIGTERM, where)
+    try:
+        code = cli(command(tiny_data, tmp_path / "run"))
+    finally:
+        undo()
+    stderr = capsys.readouterr().err
+    assert f"stop_at: dropped {int(signal.SIGTERM)}" in stderr  # it was swallowed
+    assert code == 143, stderr
+    if epochs is None:
+        assert stderr.splitlines()[-1] == (
+            "Terminated (SIGTERM) before training started or after it ended; the backup, "
+            "if any, is kept: run the same command again."), stderr
+        assert (tmp_path / "run" / "run.json").exists() == (point == "after training")
+    else:
+        assert stated_epochs(stderr, "Terminated (SIGTERM)") == epochs
+        assert_files_agree(tmp_path / "run", epochs)
+
+
 # Ctrl-C landing inside TensorFlow's iterator set-up, between two lines of a device
 # scope's __enter__ (as a real signal can): the scope around it then fails to exit in
 # the KeyboardInterrupt's place. Armed at the end of training's first epoch or of
