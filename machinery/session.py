@@ -45,8 +45,9 @@ def resumable(run, arrays):
     start-up lines quiet, and turn Ctrl-C (or SIGTERM) into Interrupted (Terminated) after
     writing what was finished. The backup stays: it goes only when every output is
     written (folder.claimed)."""
-    session = Session(run, arrays, resume.start_or_resume(run))
+    epochs_done = resume.start_or_resume(run)
     signals.raise_if_swallowed()  # one that landed in the workers' agreement, say
+    session = Session(run, arrays, epochs_done)
     try:
         with session.signals.installed(), until_first_epoch_ends() as session.quieted:
             yield session

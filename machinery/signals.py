@@ -24,9 +24,7 @@ def raise_termination(signum, frame):
 def raise_if_swallowed():
     """Raise anew a Ctrl-C or SIGTERM whose exception something caught and dropped."""
     if RAISED:
-        signum = RAISED.pop()
-        RAISED.clear()
-        raise TerminationSignal() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise as_exception(RAISED.pop())
 
 
 @contextlib.contextmanager
