@@ -1,8 +1,7 @@
-"""The backup of a run after each completed epoch: the model's and the optimizer's
-variables and the epoch count, as plain .npz bytes written whole (files.write_atomically),
-checked before it is trusted, removed only once every output is written. Keras'
-BackupAndRestore falls back to an older copy on its own, writes HDF5 straight to disk (a
-full disk crashed h5py) and deletes itself at the end of fit."""
+"""The backup after each completed epoch: the model's and the optimizer's variables as
+plain .npz bytes written whole, checked before they are trusted, removed only once every
+output is written. Keras' BackupAndRestore falls back to an older copy on its own, writes
+HDF5 straight to disk (a full disk crashed h5py) and deletes itself at the end of fit."""
 import contextlib
 import csv
 import hashlib
@@ -33,10 +32,9 @@ def variables(model):
 
 
 def save(model, folder, epochs):
-    """State first, metadata (which names the state and its hash) second, then the
-    states older than the previous one: whatever a kill interrupts, the metadata names
-    a whole state. The previous epoch's state stays, so that workers killed one epoch
-    apart can all resume from the same epoch (resume.agreed_epoch)."""
+    """State, then the metadata naming it and its hash, then older states go: whatever a
+    kill interrupts, the metadata names a whole state. The previous epoch's stays, so that
+    workers killed one epoch apart can resume from the same one (resume.agreed_epoch)."""
     buffer = io.BytesIO()
     np.savez(buffer, *[np.asarray(v) for v in variables(model)])
     data, name = buffer.getvalue(), f"epoch-{epochs}.npz"
@@ -56,15 +54,13 @@ def save(model, folder, epochs):
 
 
 def remove_states_but(folder, kept):
-    """Delete every state file in `folder` whose name is not in `kept`."""
     for old in folder.iterdir():
         if STATE.fullmatch(old.name) and old.name not in kept:
             old.unlink()
 
 
 def from_metadata(folder, read, default):
-    """read(the backup's metadata), or `default` where the file is missing or unreadable
-    or lacks what read looks for: a backup not written yet, or cut short."""
+    """read(the metadata), or `default` for a backup not written yet or cut short."""
     try:
         return read(json.loads((folder / METADATA).read_text()))
     except (OSError, ValueError, KeyError, TypeError):
@@ -77,8 +73,7 @@ def saved_epochs(folder):
 
 
 def read_metadata(folder, epoch=None):
-    """The epoch count and state bytes of the latest backup, or of the previous one if
-    `epoch` names it."""
+    """(epoch count, state bytes) of the latest backup, or of the previous if `epoch`."""
     try:
         metadata = json.loads((folder / METADATA).read_text())
         if epoch is not None and epoch != metadata["epoch"] and metadata.get("previous"):
@@ -114,8 +109,8 @@ def roll_back(folder, epoch):
 
 
 def logged_epochs(log, folder, needed=None):
-    """The epoch column of history.csv. Its first `needed` rows (all, if None) must be
-    whole and numeric; a row after them may be cut short by a kill while it was written."""
+    """history.csv's epoch column; its first `needed` rows (None: all) must be whole, a row
+    after them may have been cut short by a kill."""
     try:
         with open(log, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -136,9 +131,8 @@ def logged_epochs(log, folder, needed=None):
 
 
 def verify(folder, log):
-    """The number of epochs the backup in `folder` holds, once its metadata, its state
-    and the log `log` agree: rows for epochs 1..N in order (rows after N are dropped
-    by the caller: a kill between log and backup leaves one)."""
+    """The epochs the backup holds, once its metadata, its state and the log agree: rows
+    for epochs 1..N in order (the caller drops a row after N, left by a kill)."""
     epochs, _ = read_metadata(folder)
     logged = logged_epochs(log, folder, epochs) if log.exists() else []
     if logged[:epochs] != list(range(epochs)):
@@ -148,8 +142,7 @@ def verify(folder, log):
 
 
 def load(model, folder, steps, epoch=None):
-    """Restore the variables (of the latest epoch, or of `epoch`); the optimizer's step
-    count must be `steps` per epoch."""
+    """Restore the variables (latest, or of `epoch`); checks `steps` steps per epoch."""
     epochs, data = read_metadata(folder, epoch)
     targets = variables(model)
     with np.load(io.BytesIO(data), allow_pickle=False) as state:
@@ -166,8 +159,7 @@ def load(model, folder, steps, epoch=None):
 
 
 class Backup(keras.callbacks.Callback):
-    """Restores the backup of epoch `resume_at` (if above 0) when fit begins, saves one
-    after each epoch."""
+    """Restores epoch `resume_at` (if any) as fit begins; saves after each epoch."""
 
     def __init__(self, folder, resume_at):
         super().__init__()

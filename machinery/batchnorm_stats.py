@@ -1,8 +1,8 @@
 """BatchNormalization's two kinds of statistics: training normalises with each batch's
 own, inference with moving averages that after few steps still hold much of their start
-(mean 0, variance 1). This module measures that gap (the diagnosis and its note), records
-the statistics for their picture, and recomputes the moving statistics from the final
-weights ("precise BN", Wu & Johnson 2021, arXiv:2105.07576)."""
+(mean 0, variance 1). Measures the gap (the diagnosis, its note), records the statistics
+for their picture, and recomputes the moving ones from the final weights ("precise BN",
+Wu & Johnson 2021, arXiv:2105.07576)."""
 import contextlib
 import math
 import time
@@ -45,9 +45,8 @@ def moving_statistics_kept(model):
 
 
 def evaluate_with_batch_statistics(model, images, labels, batch_size, preprocess):
-    """Accuracy and loss on uint8 images with every BatchNormalization layer using the
-    batch's own statistics (training mode), as in training; every variable is left as
-    it was."""
+    """Accuracy and loss on uint8 images, each batch normalised with its own statistics
+    (training mode) as in training; every variable is left as it was."""
     correct, loss_sum = 0, 0.0
     with moving_statistics_kept(model):
         for x, y in scaled_batches(images, labels, batch_size, preprocess):
@@ -60,9 +59,9 @@ def evaluate_with_batch_statistics(model, images, labels, batch_size, preprocess
 
 
 def recompute_moving_statistics(model, images, batch_size, preprocess):
-    """Set each BatchNormalization layer's moving mean and variance to the mean and
-    variance of its inputs over `images` (uint8) under the final weights, layer by
-    layer from the input up, so each layer sees the inputs inference will give it."""
+    """Each BatchNormalization layer's moving mean and variance set to those of its inputs
+    over `images` (uint8), layer by layer from the input up: each sees what inference
+    will give it."""
     for layer in norm_layers(model):
         upstream = keras.Model(model.inputs[0], layer.input)
         count, total, total_squares = 0, 0.0, 0.0
@@ -85,9 +84,8 @@ def layer_inputs(model):
 
 
 def layer_statistics(model, probe, inputs_model=None):
-    """For each BatchNormalization layer: its channel-averaged moving mean and variance,
-    and the channel-averaged mean and variance of the probe batch's inputs to it in
-    training mode (what the layer normalises with). Variables are left as they were."""
+    """Per BatchNormalization layer, averaged over channels: its moving mean and variance,
+    and those of the probe batch's inputs in training mode (what it normalises with)."""
     norms = norm_layers(model)
     with moving_statistics_kept(model):
         inputs = (inputs_model or layer_inputs(model))(probe, training=True)
@@ -102,9 +100,9 @@ def layer_statistics(model, probe, inputs_model=None):
 
 
 class Monitor(keras.callbacks.Callback):
-    """After each epoch: every layer's statistics (for batchnorm_statistics.png) and,
-    when asked, validation accuracy and loss with batch statistics, put into the epoch's
-    logs ahead of CSVLogger so that history.csv and history.json hold them."""
+    """After each epoch, every layer's statistics (batchnorm_statistics.png) and, if asked,
+    validation accuracy and loss with batch statistics, in the epoch's logs ahead of
+    CSVLogger: history.csv and history.json hold them."""
 
     def __init__(self, probe, validation, run, pictures=None):
         super().__init__()
@@ -135,9 +133,8 @@ def monitor(x_train, y_train, run, pictures=None):
 
 
 def as_fit_validated(images, labels, run):
-    """evaluate's inputs for uint8 images in the form fit validated (--fast: the uint8
-    pipeline; else the arrays preprocess() makes, labels as they are), so that evaluate
-    reuses fit's traced test function: other input types trace it again."""
+    """evaluate's inputs in the form fit validated (--fast: the uint8 pipeline), so that
+    evaluate reuses fit's traced test function: other input types trace it again."""
     if run.fast:
         return dict(x=uint8_batches(images, labels, run.batch_size, run.preprocess))
     return dict(x=run.preprocess(images), y=labels, batch_size=run.batch_size)
@@ -190,6 +187,5 @@ def note(result):
 
 
 def recompute_from_training_images(model, x_train, run):
-    """--recompute-bn-stats: the moving statistics of the training images (not the
-    validation ones) under the final weights."""
+    """--recompute-bn-stats, from the training images (not the validation ones)."""
     recompute_moving_statistics(model, x_train[:run.split_at], run.batch_size, run.preprocess)

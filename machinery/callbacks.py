@@ -7,9 +7,8 @@ from machinery.quiet import keras
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each epoch, its validation included, and beside them the
-    process's CPU seconds (all threads): an epoch whose CPU time falls far below its
-    wall time spent part of it waiting (docs/speed.md, the stall between epochs)."""
+    """Each epoch's wall-clock seconds (validation included) and the process's CPU seconds (all
+    threads): CPU far below wall time means waiting (docs/speed.md, the stall between epochs)."""
 
     def __init__(self):
         super().__init__()
@@ -24,14 +23,12 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def for_run(run, x_train, session):
-    """fit's callbacks for `run` (its Settings), in order: Keras calls each hook of the
-    list from first to last. `session` (session.Session) holds those whose state outlives
-    fit. None has a per-step end hook: one would make Keras hand every step's logs to
-    Python, which slows every step (machinery/quiet.py)."""
+    """fit's callbacks for `run` (its Settings), in the order Keras calls each hook. `session`
+    (session.Session) holds those whose state outlives fit. None has a per-step end hook: one would
+    make Keras hand every step's logs to Python, which slows every step (machinery/quiet.py)."""
     out = run.output_dir
     return [
-        # First: its accuracy with batch statistics joins the epoch's logs before they
-        # are logged.
+        # First: its accuracy with batch statistics joins the epoch's logs before they are logged.
         session.monitor,
         *tensorboard.log_writers(run),  # after the monitor: its logs hold what it added
         # A network of --compare's may measure itself (networks.py): before the log and the

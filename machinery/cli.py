@@ -1,7 +1,6 @@
-"""The command line: the flags (flags.py) checked together, one-line errors and exit
-codes, Ctrl-C and SIGTERM (signals.py). Imports no TensorFlow, so that a bad flag is
-told at once. The flags are parsed here and never changed afterwards: what a run
-derives from them is its settings (settings.py)."""
+"""The command line: the flags (flags.py) checked together, one-line errors and exit codes, Ctrl-C
+and SIGTERM (signals.py). Imports no TensorFlow, so a bad flag is told at once. The flags are
+parsed here and never changed: what a run derives from them is its settings (settings.py)."""
 import importlib.util
 import sys
 
@@ -77,9 +76,8 @@ def check_comparison(parser, args, defaults):
 
 
 def check_flags_first(argv, defaults):
-    """The flags checked as parse_args checks them, before the caller's slow imports:
-    --help, or flags it refuses, end the process at once (the one line, the exit code);
-    good flags return, and main parses them again."""
+    """parse_args' checks, before the caller's slow imports: --help, or flags it refuses, end the
+    process at once (the one line, the exit code); good flags return, for main to parse again."""
     code = run(lambda argv: parse_args(argv, defaults), argv)
     if code:
         sys.exit(code)

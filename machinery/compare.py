@@ -1,7 +1,6 @@
-"""--compare: the lesson's question, does BatchNormalization help, and the questions after
-it (comparisons.py holds each, its variants, rows and picture). Each variant is a copy of
-the run's settings with its differences, trained from the same seed on the same data in
-its own sub-folder; then the table (also comparison.json) and the picture."""
+"""--compare runs a question of comparisons.py: each variant, a copy of the run's settings
+with its differences, trained from the same seed on the same data in its own sub-folder;
+then the table (also comparison.json) and the picture."""
 import dataclasses
 import json
 import shutil
@@ -21,10 +20,8 @@ ACCURACY_ROWS = (
 
 def epochs_to_reach(val_accuracy, threshold):
     """The first epoch (counted from 1) whose validation accuracy reaches threshold, or None."""
-    for epoch, value in enumerate(val_accuracy, start=1):
-        if value >= threshold:
-            return epoch
-    return None
+    return next((epoch for epoch, value in enumerate(val_accuracy, start=1)
+                 if value >= threshold), None)
 
 
 def comparison_summary(runs, rows=()):
@@ -68,6 +65,10 @@ def validation_accuracies(history, diagnosis):
     }
 
 
+def shown(value, form, missing="-"):
+    return missing if value is None else form.format(value)
+
+
 def format_comparison(summary, rows=()):
     """A Markdown table of the comparison, one column per run; `rows` as the summary's."""
     names = list(summary)
@@ -75,10 +76,9 @@ def format_comparison(summary, rows=()):
     def row(label, cell):
         return f"| {label} | " + " | ".join(cell(summary[n]) for n in names) + " |"
 
-    def clock(key, unit, form):
-        return lambda s: ("not reached" if s[key][unit] is None and s["epochs_to_val_accuracy"]
-                          [unit] is None else "-" if s[key][unit] is None
-                          else form.format(s[key][unit]))
+    def clock(key, unit, form):  # "-": reached, but not timed (epochs before a resume)
+        return lambda s: shown(s[key][unit], form, "not reached"
+                               if s["epochs_to_val_accuracy"][unit] is None else "-")
 
     lines = [
         "| | " + " | ".join(summary[n]["label"] for n in names) + " |",
@@ -92,21 +92,18 @@ def format_comparison(summary, rows=()):
                          clock("epochs_to_val_accuracy", key, "{}")))
         lines.append(row(f"seconds to {key} validation accuracy",
                          clock("seconds_to_val_accuracy", key, "{:.1f}")))
-    lines.append(row("seconds per epoch", lambda s: (
-        "-" if s["seconds_per_epoch"] is None else f"{s['seconds_per_epoch']:.2f}")))
-    lines.append(row("diverged (loss NaN or infinite)", lambda s: (
-        "no" if s["diverged_at_epoch"] is None else f"diverged at epoch {s['diverged_at_epoch']}")))
+    lines.append(row("seconds per epoch", lambda s: shown(s["seconds_per_epoch"], "{:.2f}")))
+    lines.append(row("diverged (loss NaN or infinite)", lambda s: shown(
+        s["diverged_at_epoch"], "diverged at epoch {}", "no")))
     for key, label in ACCURACY_ROWS:
-        lines.append(row(label, lambda s, k=key: "-" if s.get(k) is None else f"{s[k]:.4f}"))
+        lines.append(row(label, lambda s, k=key: shown(s.get(k), "{:.4f}")))
     for label, _, form in rows:
-        lines.append(row(label, lambda s, k=label, f=form: (
-            "-" if s["rows"].get(k) is None else f.format(s["rows"][k]))))
+        lines.append(row(label, lambda s, k=label, f=form: shown(s["rows"].get(k), f)))
     return "\n".join(lines)
 
 
 def draw(run, runs):
-    """The comparison's picture, and the layer inputs of every run side by side where they
-    were tracked."""
+    """The comparison's picture, and every run's layer inputs side by side if tracked."""
     out = run.output_dir
     where = f"{run.dataset.upper()}, {runs[0].result['train_images']:,} training images"
     comparisons.KINDS[run.compare].draw(runs, out / files.comparison_picture(run.compare),
@@ -128,8 +125,8 @@ def variant_of(run, variant):
 
 
 def compare(run, data, train_and_test):
-    """Run the lesson's `train_and_test(settings, data)` for each variant of the
-    comparison run.compare asks for, each from run.seed; write and print the table."""
+    """The lesson's `train_and_test(settings, data)` for each variant of run.compare, each
+    from run.seed; then the table, written and printed, and the picture."""
     comparison, out, runs = comparisons.KINDS[run.compare], run.output_dir, []
     for variant in comparison.variants(run.learning_rates, run.batch_sizes):
         keras.utils.set_random_seed(run.seed)

@@ -1,9 +1,8 @@
-"""What `--compare` compares: one entry of KINDS per question, each with its variants (the
-settings each changes: BatchNormalization, the learning rate, the batch size, a network
-of networks.py), the rows it adds to the table, and its picture. A new question is one
-more entry here (and, if it needs one, a network in networks.py): the runner
-(compare.py), the callbacks, the settings and the output folder's files follow from it.
-Importing this module loads no TensorFlow, so that --help lists the questions at once."""
+"""What `--compare` compares: one entry of KINDS per question, with its variants (the
+settings each changes, a network of networks.py among them), its own rows of the table and
+its picture. A new question is one more entry here; the runner (compare.py), the callbacks,
+the settings and the output folder's files follow. Loads no TensorFlow: --help lists the
+questions at once."""
 import collections
 import dataclasses
 import json
@@ -43,49 +42,37 @@ def rate_text(rate):
     return f"{rate:g}"
 
 
-def pair_names(variants, rates):
-    """The sub-folder of each (variant, rate) pair, grouped by rate; one rate keeps the
-    variants' own names, the layout of a --compare run without --learning-rate."""
-    if len(rates) == 1:
-        return [(variant, rates[0], variant) for variant in variants]
-    return [(variant, rate, f"{variant}_lr{rate_text(rate)}") for rate in rates
-            for variant in variants]
-
-
 BATCHNORM_LABELS = {"batchnorm": "with BatchNormalization",
                     "no_batchnorm": "without BatchNormalization"}
 
 
 def with_and_without(rates, sizes):
-    """The lesson's question: the network with and without BatchNormalization, at each
-    learning rate."""
-    return [Variant(name, label if len(rates) == 1 else f"{label}, learning rate {rate:g}",
+    """The lesson's question: the network with and without BatchNormalization at each
+    learning rate, grouped by rate; one rate keeps the plain names of a run without
+    --learning-rate."""
+    several = len(rates) > 1
+    return [Variant(f"{variant}_lr{rate_text(rate)}" if several else variant,
+                    f"{label}, learning rate {rate:g}" if several else label,
                     {"batchnorm": variant == "batchnorm", "learning_rate": rate})
-            for variant, rate, name in pair_names(list(BATCHNORM_LABELS), list(rates))
-            for label in [BATCHNORM_LABELS[variant]]]
+            for rate in rates for variant, label in BATCHNORM_LABELS.items()]
 
 
 def over_epochs(runs, path, where):
-    """Validation accuracy and loss per epoch of every run, batch statistics dashed."""
+    """Validation accuracy and loss per epoch of every run, batch statistics dashed; with
+    several learning rates, validation accuracy alone, a panel per rate (draw_curves)."""
+    rates = [run.result["config"]["learning_rate"] for run in runs]
+    if len(set(rates)) > 1:
+        return draw_curves([(run.label, rate, run.result["history"])
+                            for run, rate in zip(runs, rates)], path,
+                           f"{where}: validation accuracy")
     return plot_history.plot_comparison([run.result["history"] for run in runs],
                                         [run.label for run in runs], path,
                                         f"{where}: validation curves")
 
 
-def validation_curves(runs, path, where):
-    """over_epochs; with several learning rates, validation accuracy a panel per rate."""
-    rates = [run.result["config"]["learning_rate"] for run in runs]
-    if len(set(rates)) == 1:
-        return over_epochs(runs, path, where)
-    return draw_curves([(run.label, rate, run.result["history"])
-                        for run, rate in zip(runs, rates)], path,
-                       f"{where}: validation accuracy")
-
-
 def draw_curves(runs, path, title=None):
-    """Validation accuracy per epoch, a panel per learning rate, every variant in each
-    (batch statistics dashed): six or more curves in one panel cannot be read. `runs`:
-    (label, learning rate, history) per run, in the order of the panels."""
+    """Validation accuracy per epoch, a panel per learning rate (six or more curves in one
+    panel cannot be read), batch statistics dashed. `runs`: (label, rate, history)."""
     rates = list(dict.fromkeys(rate for _, rate, _ in runs))
     figure = plot_history.new_figure(figsize=(4.2 * len(rates), 3.8), layout="constrained")
     axes = np.asarray(figure.subplots(1, len(rates), squeeze=False, sharey=True)).ravel()
@@ -107,12 +94,6 @@ def draw_curves(runs, path, title=None):
     return figure
 
 
-def placements(rates, sizes):
-    return [Variant("after_relu", "after the ReLU (the lesson's)", {}),
-            Variant("before_relu", "before the ReLU (Ioffe & Szegedy's)",
-                    {"network": "before_relu"})]
-
-
 def batch_sizes(rates, sizes):
     return [Variant(f"batch_{size}", f"batch size {size}", {"batch_size": size})
             for size in (sizes if len(sizes) > 1 else LESSON_BATCH_SIZES)]
@@ -123,13 +104,6 @@ def diagnosed(key):
     return lambda result, folder: (result["batchnorm_diagnosis"] or {}).get(key)
 
 
-def gamma_and_beta(rates, sizes):
-    return [Variant("sigmoid_gamma_beta", "sigmoid, with gamma and beta",
-                    {"network": "sigmoid_gamma_beta"}),
-            Variant("sigmoid_no_gamma_beta", "sigmoid, without gamma and beta",
-                    {"network": "sigmoid_no_gamma_beta"})]
-
-
 def sigmoid_share(layer):
     """The share of the `layer`-th sigmoid's inputs in its near-linear range, last epoch."""
     return lambda result, folder: json.loads(
@@ -137,8 +111,8 @@ def sigmoid_share(layer):
 
 
 def sigmoid_inputs(runs, path, where):
-    """Per sigmoid layer, the share of its inputs in the near-linear range after each
-    epoch, every run a line (epoch 0: before training)."""
+    """A panel per sigmoid layer: the share of its inputs in the near-linear range after
+    each epoch (0: before training), a line per run."""
     tracks = {run.label: json.loads((run.folder / files.SIGMOID_INPUTS_JSON).read_text())
               for run in runs}
     layers = len(next(iter(tracks.values()))["layers"])
@@ -159,20 +133,21 @@ def sigmoid_inputs(runs, path, where):
     return figure
 
 
-def normalizations(rates, sizes):
-    return [Variant("norm_batch", "BatchNormalization", {}),
-            Variant("norm_layer", "LayerNormalization", {"network": "layer_normalization"}),
-            Variant("norm_group", "GroupNormalization", {"network": "group_normalization"}),
-            Variant("norm_none", "none", {"batchnorm": False})]
+def fixed(*variants):
+    """The variants of a question that no flag changes."""
+    return lambda rates, sizes: list(variants)
 
 
 KINDS = {
     "batchnorm": Comparison(
         "with and without BatchNormalization, at each --learning-rate",
-        with_and_without, validation_curves),
+        with_and_without, over_epochs),
     "placement": Comparison(
         "BatchNormalization after the ReLU (the lesson) or before it (the paper)",
-        placements, over_epochs, lesson_layers=False),
+        fixed(Variant("after_relu", "after the ReLU (the lesson's)", {}),
+              Variant("before_relu", "before the ReLU (Ioffe & Szegedy's)",
+                      {"network": "before_relu"})),
+        over_epochs, lesson_layers=False),
     "batch-size": Comparison(
         "BatchNormalization at each --batch-size (16, 64 and 250 unless several given)",
         batch_sizes, over_epochs,
@@ -182,20 +157,28 @@ KINDS = {
     "gamma-beta": Comparison(
         "sigmoid activations, BatchNormalization with and without its scale gamma and "
         "shift beta",
-        gamma_and_beta, sigmoid_inputs,
+        fixed(Variant("sigmoid_gamma_beta", "sigmoid, with gamma and beta",
+                      {"network": "sigmoid_gamma_beta"}),
+              Variant("sigmoid_no_gamma_beta", "sigmoid, without gamma and beta",
+                      {"network": "sigmoid_no_gamma_beta"})),
+        sigmoid_inputs,
         rows=tuple((f"sigmoid {k + 1}: share of its inputs between -1 and 1, last epoch",
                     sigmoid_share(k), "{:.1%}") for k in range(3)), lesson_layers=False),
     "normalization": Comparison(
         "BatchNormalization, LayerNormalization, GroupNormalization or none",
-        normalizations, over_epochs, lesson_layers=False),
+        fixed(Variant("norm_batch", "BatchNormalization", {}),
+              Variant("norm_layer", "LayerNormalization", {"network": "layer_normalization"}),
+              Variant("norm_group", "GroupNormalization", {"network": "group_normalization"}),
+              Variant("norm_none", "none", {"batchnorm": False})),
+        over_epochs, lesson_layers=False),
 }
 DEFAULT = "batchnorm"  # --compare alone: the lesson's question
 
 
 def folder_names(kind, rates, sizes):
-    """The sub-folders of --compare `kind` (the lesson's question without --compare)
-    at these learning rates and batch sizes; those of one rate and one size always, so
-    that a folder started with one rate and resumed with several holds only its own."""
+    """The sub-folders of --compare `kind` (None: the lesson's question) at these rates
+    and sizes, and always those of the first alone: a folder started with one rate and
+    resumed with several holds only its own."""
     comparison = KINDS[kind or DEFAULT]
     names = [v.name for v in comparison.variants(rates, sizes)]
     return names + [v.name for v in comparison.variants(rates[:1], sizes[:1])

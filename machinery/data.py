@@ -38,7 +38,7 @@ def load_from_folder(dataset, data_dir):
 
 
 def load_with_package(dataset, redownload=False):
-    """Load through extra-keras-datasets, which downloads into the Keras cache once."""
+    """Through extra-keras-datasets, which downloads into the Keras cache once."""
     from extra_keras_datasets import kmnist
 
     files = cache_files(dataset)

@@ -1,6 +1,5 @@
-"""Facts about the data sets, defined once: sizes, class names and file names.
-
-Imports no TensorFlow, so the tests' data writer and the benchmark use it too."""
+"""Facts about the data sets, defined once: sizes, class names and file names. Imports no
+TensorFlow, so the tests' data writer and the benchmark use it too."""
 import os
 from pathlib import Path
 
@@ -13,8 +12,7 @@ DATASETS = {
     "fashion_mnist": {"classes": 10, "train": 60_000, "test": 10_000},
 }
 OWN = "own"
-# The files keras.datasets caches under $KERAS_HOME/datasets/, and the only ones
-# --data-dir reads for these two data sets.
+# The files keras.datasets caches in $KERAS_HOME/datasets/: all --data-dir reads for these two.
 KERAS_DATASET_FILES = {
     "mnist": ("mnist.npz",),
     "fashion_mnist": tuple(f"fashion-mnist/{name}" for name in (

@@ -1,9 +1,7 @@
-"""--distribute: training under tf.distribute, on several devices or machines
-(docs/distributed.md).
+"""--distribute: training under tf.distribute on several devices or machines (docs/distributed.md).
 
-What it needs of Keras' and TensorFlow's internals (a workaround for two Keras bugs
-under tf.distribute, the coordination service's heartbeat) lives in keras_internals.py.
-"""
+What it needs of Keras' and TensorFlow's internals (a workaround for two Keras bugs under
+tf.distribute, the coordination service's heartbeat) lives in keras_internals.py."""
 import contextlib
 import json
 import os
@@ -161,9 +159,8 @@ COLLECTIVE_FAULTS = ("UnavailableError", "DeadlineExceededError", "AbortedError"
 
 
 def lost_worker(err, strategy):
-    """The one-line ScriptError for a collective that failed because a peer is gone (its
-    gRPC connection reset, or the health check gave up on it), or None: anything else is
-    a bug to show in full."""
+    """The one-line ScriptError for a collective that failed because a peer is gone (gRPC
+    connection reset, health check gave up), or None: anything else is a bug to show in full."""
     if not (is_multiworker(strategy) and isinstance(err, tf.errors.OpError)):
         return None
     message = str(err)

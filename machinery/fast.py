@@ -1,7 +1,6 @@
-"""--fast and --precision: the same model and optimisation, executed faster: fused
-BatchNormalization, uint8 images in a tf.data pipeline without autotuning, several steps
-per call (each measured with bench/benchmark.py, docs/speed.md; XLA did not help), and
-bfloat16 where the hardware computes it natively."""
+"""--fast and --precision: the same model and optimisation, run faster: fused BatchNormalization,
+uint8 images in a tf.data pipeline without autotuning, several steps per call (each measured
+with bench/benchmark.py, docs/speed.md; XLA did not help), bfloat16 where computed natively."""
 import contextlib
 from pathlib import Path
 
@@ -64,12 +63,10 @@ def precision_policy(precision):
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """keras.layers.BatchNormalization computed by TensorFlow's fused kernel.
 
-    Keras 3 computes batch normalization as several small ops; TensorFlow's
-    FusedBatchNormV3 does it in one. Same variables, defaults and results
-    (tests/test_fast.py) with one documented difference: the fused op feeds the
-    unbiased batch variance (n / (n - 1) times Keras' biased one) into the moving
-    variance. Dense outputs (N, C) pass through it as (N, 1, 1, C).
-    """
+    Keras 3 computes batch normalization as several small ops; TensorFlow's FusedBatchNormV3 does
+    it in one. Same variables, defaults and results (tests/test_fast.py) with one documented
+    difference: the fused op feeds the unbiased batch variance (n / (n - 1) times Keras' biased
+    one) into the moving variance. Dense outputs (N, C) pass through it as (N, 1, 1, C)."""
 
     def call(self, inputs, training=None, mask=None):
         # --sync-bn: Keras' own; renorm is unknown to the Keras that Python 3.10 gets (3.12)
@@ -94,10 +91,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
 
 def steps_per_execution(fast, sync_bn):
-    """Training steps per call into TensorFlow: STEPS_PER_EXECUTION under --fast, except
-    with --sync-bn, whose cross-replica statistics TensorFlow cannot compute inside the
-    loop of several steps (it stops with "You must feed a value for placeholder
-    tensor"): one there, as without --fast."""
+    """Training steps per call into TensorFlow: STEPS_PER_EXECUTION under --fast, except one with
+    --sync-bn (as without --fast), whose cross-replica statistics TensorFlow cannot compute inside
+    a loop of several steps (it stops with "You must feed a value for placeholder tensor")."""
     return STEPS_PER_EXECUTION if fast and not sync_bn else 1
 
 
@@ -107,9 +103,8 @@ def recorded(run):
 
 
 class InGraph:
-    """A batch of images inside a tf.data pipeline, with the three things of a NumPy array
-    that the lesson's preprocess() uses (shape, reshape, astype) and its division: the
-    one scaling of the images runs in the pipeline op for op as it runs on arrays."""
+    """A batch of images in a tf.data pipeline with what the lesson's preprocess() uses of a NumPy
+    array (shape, reshape, astype, division): the one scaling runs op for op as on arrays."""
 
     def __init__(self, tensor):
         self.tensor = tensor
@@ -129,9 +124,8 @@ class InGraph:
 
 
 def uint8_batches(images, labels, batch_size, preprocess, shuffle=False):
-    """Batches of uint8 images, scaled by `preprocess` (the lesson's) on the fly and
-    prefetched: the same values as preprocess() on the arrays, bit for bit, with uint8 in
-    memory, a quarter of the space of a float32 copy."""
+    """Batches of uint8 images scaled on the fly by `preprocess` (the lesson's), prefetched: bit
+    for bit preprocess() of the arrays, with uint8 in memory, a quarter of a float32 copy."""
     images, labels = tf.constant(images), tf.constant(labels)
     order = tf.data.Dataset.range(images.shape[0])
     if shuffle:  # fit() shuffles its arrays every epoch; so does this
@@ -171,9 +165,8 @@ def evaluate_inputs(x_test, y_test, run):
 
 
 def with_plain_layers(model):
-    """A float32 copy of a --fast or bfloat16 model with keras.layers.BatchNormalization
-    in place of the fused layer, the same weights and Adam's state: it loads anywhere,
-    without this package, and predicts in float32."""
+    """A float32 copy of a --fast or bfloat16 model, keras.layers.BatchNormalization in place of
+    the fused layer, same weights and Adam's state: it loads anywhere, without this package."""
     def clone(layer):
         config = {**layer.get_config(), "dtype": "float32"}
         if isinstance(layer, FusedBatchNormalization):

@@ -1,6 +1,5 @@
-"""The files a run writes, each named once here, and the two ways they are written: whole
-or not at all (write_atomically), and as JSON. The ground floor of the machinery: it
-imports nothing of this project but its errors."""
+"""The files a run writes, each named once here, and the two ways they are written: whole or not
+at all (write_atomically), and as JSON. The machinery's ground floor: it imports only errors.py."""
 import json
 import os
 import sys
@@ -67,9 +66,8 @@ def partial_path(path):
 
 
 def replace(partial, path, attempts=50):
-    """os.replace. Windows refuses to replace a file another process holds open (a
-    --predict reading model.keras, a viewer, a virus scanner) until it is closed: there,
-    try again for up to 5 s before giving up."""
+    """os.replace, retried for up to 5 s on Windows, which refuses to replace a file another
+    process holds open (a --predict reading model.keras, a viewer, a virus scanner)."""
     for attempt in range(attempts):
         try:
             return os.replace(partial, path)

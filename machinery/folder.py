@@ -1,10 +1,9 @@
 """The output folder belongs to one run at a time, and a run touches only its own files.
 
-A manifest (manifest.json) marks the folder's files as this script's; a folder holding
-anything else, or a finished run, is refused rather than overwritten. An exclusive
-lock on run.lock (filelock: flock on Linux and macOS, LockFileEx on Windows) keeps a
-second run out for the first one's whole life; the operating system drops it when the
-process ends, however it ends, so no lock goes stale.
+A manifest (manifest.json) marks the folder's files as this script's; a folder holding anything
+else, or a finished run, is refused rather than overwritten. An exclusive lock on run.lock
+(filelock: flock on Linux and macOS, LockFileEx on Windows) keeps a second run out for the first
+one's whole life; the operating system drops it however the process ends, so no lock goes stale.
 """
 import contextlib
 import json
@@ -180,9 +179,8 @@ def claim(out, overwrite):
 
 @contextlib.contextmanager
 def claimed(out, overwrite=False, names=None):
-    """The run's whole life in `out`: locked, its own files only; a full disk or a
-    read-only folder met on the way is one line (errors.environmental). `names`: every
-    name the run may create in `out` (by default, files.run_files() of a single run)."""
+    """The run's whole life in `out`: locked, its own files only; a full disk or read-only folder
+    is one line (errors.environmental). `names`: all it may create there (files.run_files())."""
     names = run_files() if names is None else names
     # Before creating run.lock in a stranger's folder; take_lock judges run.lock itself.
     refuse_foreign(out, read_manifest(out), lock_is_ours=True)

@@ -27,11 +27,9 @@ UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)
 
 
 def grayscale(image):
-    """A Pillow image as float gray levels 0..255, transparency on the page's colour.
-
-    Transparent pixels often store black whatever the ink, so their colour is never
-    used: the page is white behind dark ink and black behind light ink, the ink being
-    the visible pixels (weighted by their opacity)."""
+    """A Pillow image as float gray levels 0..255, transparency on the page's colour. Transparent
+    pixels often store black whatever the ink, so their colour is never used: the page is white
+    behind dark ink and black behind light ink, the ink being the visible pixels (by opacity)."""
     rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
     gray, alpha = rgba[..., :3] @ GRAY_WEIGHTS, rgba[..., 3] / 255
     seen = alpha.sum()

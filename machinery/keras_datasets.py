@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machinery.datasets import KERAS_DATASET_FILES, keras_cache_dir
+from machinery.datasets import KERAS_DATASET_FILES, PARTS, keras_cache_dir
 from machinery.errors import ScriptError
 from machinery.npz import read_npz
 from machinery.quiet import keras
@@ -18,7 +18,8 @@ ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 TEST_HASH_VARIABLE = "MODEL_BATCHNORM_TEST_MNIST_SHA256"
 ADVICE = "run again with --redownload to fetch Keras' copy"
-MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")  # in PARTS' order
+FASHION_PARTS = ("train_labels", "train_imgs", "test_labels", "test_imgs")  # its files'
 
 
 def read_idx(path, magic, advice):
@@ -44,32 +45,14 @@ def read_fashion_file(path, advice):
     return read_idx(path, 2049 if "labels" in path.name else 2051, advice)
 
 
-def read_fashion(paths, advice):
-    labels_train, images_train, labels_test, images_test = (
-        read_fashion_file(path, advice) for path in paths)
-    return {"train_imgs": images_train, "train_labels": labels_train,
-            "test_imgs": images_test, "test_labels": labels_test}
-
-
-def read_mnist(path, advice):
-    x_train, y_train, x_test, y_test = read_npz(path, advice, MNIST_KEYS, kind="MNIST")
-    return {"train_imgs": x_train, "train_labels": y_train,
-            "test_imgs": x_test, "test_labels": y_test}
-
-
-def sources(paths):
-    """Which file each array came from, for the checks' messages."""
-    if len(paths) == 1:
-        return dict.fromkeys(("train_imgs", "train_labels", "test_imgs", "test_labels"), paths[0])
-    return {"train_labels": paths[0], "train_imgs": paths[1],
-            "test_labels": paths[2], "test_imgs": paths[3]}
-
-
 def read_files(dataset, paths, advice):
-    """(sources, arrays) from the data set's files, wherever they are."""
+    """(sources, arrays) from the data set's files, wherever they are: mnist.npz, or
+    Fashion-MNIST's four files in FASHION_PARTS' order."""
     if dataset == "mnist":
-        return sources(paths), read_mnist(paths[0], advice)
-    return sources(paths), read_fashion(paths, advice)
+        return (dict.fromkeys(PARTS, paths[0]),
+                dict(zip(PARTS, read_npz(paths[0], advice, MNIST_KEYS, kind="MNIST"))))
+    sources = dict(zip(FASHION_PARTS, paths))
+    return sources, {part: read_fashion_file(path, advice) for part, path in sources.items()}
 
 
 def from_folder(dataset, data_dir):
@@ -85,8 +68,8 @@ def from_folder(dataset, data_dir):
 
 
 def download(dataset):
-    """Fetch into Keras' cache what is not there yet; a cached mnist.npz whose hash
-    differs from the official file's is fetched again, as keras.datasets.mnist does."""
+    """Fetch into Keras' cache what is not there yet, and a cached mnist.npz whose hash
+    differs from the official file's, as keras.datasets.mnist does."""
     try:
         if dataset == "mnist":
             keras.utils.get_file("mnist.npz", origin=ORIGIN + "mnist.npz",

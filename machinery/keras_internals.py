@@ -1,8 +1,7 @@
-"""The one module that touches Keras' and TensorFlow's internals: Keras' array pipelines
-without autotuning, the epoch a resumed fit starts at, two Keras bugs under
-tf.distribute, the coordination service's heartbeat. Each use first checks, at run time,
-that what it changes is there and shaped as expected; where it is not, Keras is left as
-it is and one line says what that costs, never a traceback."""
+"""The one module that touches Keras' and TensorFlow's internals: Keras' array pipelines without
+autotuning, the epoch a resumed fit starts at, two Keras bugs under tf.distribute, the
+coordination service's heartbeat. Each use first checks at run time that what it changes is there
+and shaped as expected; if not, Keras is left alone and one line (no traceback) says the cost."""
 import functools
 import inspect
 
@@ -39,10 +38,9 @@ def keras_array_adapter():
 
 
 def array_pipelines_without_autotuning():
-    """From now on, the tf.data pipeline that fit, evaluate and predict build for NumPy
-    arrays runs without tf.data's autotuning, whose thread makes each epoch's dropped
-    iterator wait for seconds (bench/stall_repro.py). The same batches in the same order,
-    so every number the lesson computes stays. Idempotent."""
+    """From now on, the tf.data pipeline that fit, evaluate and predict build for NumPy arrays runs
+    without autotuning, whose thread makes each epoch's dropped iterator wait for seconds
+    (bench/stall_repro.py). Same batches, same order: no number changes. Idempotent."""
     adapter = keras_array_adapter()
     keras_pipeline = shaped(adapter, "get_tf_dataset", ["self"])
     if keras_pipeline is None:
@@ -65,10 +63,9 @@ def array_pipelines_without_autotuning():
 
 
 def start_fit_at(model, epoch):
-    """From a callback's on_train_begin: fit's first epoch is `epoch` (0-based), as
-    Keras' own BackupAndRestore resumes, through the model's _initial_epoch, which fit
-    reads after on_train_begin. A Keras whose fit reads no such attribute cannot resume
-    this way: one line, and the backup is kept."""
+    """From a callback's on_train_begin: fit's first epoch is `epoch` (0-based), as Keras' own
+    BackupAndRestore resumes, through the model's _initial_epoch, which fit reads after
+    on_train_begin. A Keras whose fit reads none cannot resume so: one line, the backup kept."""
     fit = getattr(type(model), "fit", None)
     try:
         reads_it = "_initial_epoch" in inspect.getsource(fit)
@@ -83,8 +80,7 @@ def start_fit_at(model, epoch):
 
 
 def tf_coordination_service():
-    """TensorFlow's internals that bound_lost_worker_wait uses, or None where they are
-    not there or not shaped as expected."""
+    """TensorFlow's internals that bound_lost_worker_wait uses, or None if absent or misshapen."""
     try:
         from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
         from tensorflow.python.distribute import multi_worker_util
@@ -104,9 +100,8 @@ def tf_coordination_service():
 
 
 def bound_lost_worker_wait(resolver, heartbeat_timeout_s):
-    """Configure TensorFlow's coordination service as MultiWorkerMirroredStrategy would,
-    but with a heartbeat timeout of heartbeat_timeout_s (it then skips its own set-up):
-    a peer silent that long is lost, and every collective is aborted."""
+    """Configure TensorFlow's coordination service as MultiWorkerMirroredStrategy would (which then
+    skips its own) with heartbeat_timeout_s: a peer silent that long is lost, collectives abort."""
     found = tf_coordination_service()
     if found is None:
         left_as_it_is("TensorFlow's coordination service",
@@ -123,15 +118,14 @@ def bound_lost_worker_wait(resolver, heartbeat_timeout_s):
 def work_around_keras_distribution_bugs(model, strategy):
     """Two Keras 3.15 bugs under tf.distribute, worked around on this model only
     (tests/test_distribute.py would fail if either came back):
-    1. Before the first step, fit/evaluate/predict average the whole first
-       distributed batch with strategy.reduce, which MultiWorkerMirroredStrategy
-       rejects, and which fails under MirroredStrategy too whenever the replicas'
-       shares of a batch differ in size (a batch of 250 on 3 devices, say).
-       The model is already built from keras.Input; its loss and metrics only need
-       the shapes, which one replica's local batch gives.
+    1. Before the first step, fit/evaluate/predict average the whole first distributed batch
+       with strategy.reduce, which MultiWorkerMirroredStrategy rejects, and which fails under
+       MirroredStrategy too whenever the replicas' shares of a batch differ in size (250 on 3
+       devices, say). The model is already built from keras.Input; its loss and metrics only
+       need the shapes, which one replica's local batch gives.
     2. Under MultiWorkerMirroredStrategy, each step's logs are averaged with
-       strategy.reduce("MEAN", v, axis=0), which fails on scalars. Returned with
-       shape (1,), they average to the scalar mean across workers."""
+       strategy.reduce("MEAN", v, axis=0), which fails on scalars; with shape (1,) they average
+       to the scalar mean across workers."""
     if strategy is None:
         return model
     keras_build = shaped(model, "_maybe_symbolic_build", ["iterator", "data_batch"])

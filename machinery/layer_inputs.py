@@ -22,26 +22,24 @@ BUDGET = 0.03
 
 
 def lesson_names(model):
-    """The lesson's name (flags.LESSON_LAYERS) of each of `model`'s layers, by position:
-    without BatchNormalization (--no-batchnorm) the network has the lesson's other
-    layers, in their order."""
+    """The lesson's name (flags.LESSON_LAYERS) of each of `model`'s layers, by position;
+    --no-batchnorm's network has the lesson's other layers, in their order."""
     normalized = bool(norm_layers(model))
     return [name for name in LESSON_LAYERS
             if normalized or not name.startswith("batch_normalization")]
 
 
 def measured_layer(model, name):
-    """(lesson name, layer) of the layer whose inputs stand for the inputs of the lesson's
-    layer `name`: itself, or without BatchNormalization the next layer, which receives
-    what it would have."""
+    """(lesson name, layer) whose inputs stand for those of the lesson's layer `name`:
+    itself, or without BatchNormalization the next layer, which receives them."""
     names = lesson_names(model)
     candidate = next(n for n in LESSON_LAYERS[LESSON_LAYERS.index(name):] if n in names)
     return candidate, model.layers[names.index(candidate)]
 
 
 def percentiles(model, upstream, probe):
-    """PERCENTILES of every value `upstream` (a model cut at a layer's inputs) gives on
-    `probe`, in training mode; the moving statistics are left as they were."""
+    """PERCENTILES of what `upstream` (the model cut at a layer's inputs) gives on `probe`
+    in training mode; the moving statistics are left as they were."""
     with moving_statistics_kept(model):
         values = np.asarray(upstream(probe, training=True))
     return [float(v) for v in np.percentile(values, PERCENTILES)]
@@ -59,9 +57,9 @@ def previous_points(path, layer, interval):
 
 
 class LayerInputs(keras.callbacks.Callback):
-    """Every `interval` steps (and before the first and after the last), the percentiles
-    of the chosen layer's inputs on the probe batch, while their cost stays within
-    BUDGET; written to `path` after each epoch, so that a resumed run continues it."""
+    """Every `interval` steps, before the first and after the last, the percentiles of the
+    layer's inputs on the probe batch, within BUDGET; written to `path` after each epoch,
+    where a resumed run continues them."""
 
     def __init__(self, probe, name, path, picture=None):
         super().__init__()
@@ -131,16 +129,15 @@ class LayerInputs(keras.callbacks.Callback):
 
 
 def tracker(run, x_train):
-    """The LayerInputs of run.layer_inputs_of (--track-layer-inputs; --compare), on the
-    first batch of validation images, scaled as training's."""
+    """The LayerInputs of run.layer_inputs_of, on the first batch of validation images."""
     probe = run.preprocess(x_train[run.split_at:run.split_at + run.batch_size])
     return LayerInputs(probe, run.layer_inputs_of, run.output_dir / LAYER_INPUTS_JSON,
                        run.output_dir / LAYER_INPUTS_PNG if run.pictures else None)
 
 
 def draw(records, labels, path, title=None):
-    """The runs side by side, one panel each: the percentiles of the layer's inputs
-    against training steps, as in Ioffe & Szegedy's Figure 1 (b, c)."""
+    """A panel per run: the percentiles of the layer's inputs against training steps, as
+    in Ioffe & Szegedy's Figure 1 (b, c)."""
     columns = min(len(records), 2)
     rows = math.ceil(len(records) / columns)
     figure = new_figure(figsize=(5.2 * columns, 3.4 * rows), layout="constrained")

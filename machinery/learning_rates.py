@@ -1,7 +1,6 @@
-"""--learning-rate: Adam's step size, several at once under --compare (Ioffe & Szegedy
-2015, Section 3.3: BatchNormalization lets a network train with higher rates), a run
-that diverges stopped with one line, and the two clocks of convergence (epochs and
-wall-clock seconds to a validation accuracy)."""
+"""--learning-rate: Adam's step size, several at once under --compare (Ioffe & Szegedy 2015,
+Section 3.3: BatchNormalization lets a network train with higher rates), a diverging run stopped
+with one line, and the two clocks of convergence (epochs and seconds to a validation accuracy)."""
 import math
 
 from machinery.comparisons import rate_text
@@ -10,10 +9,8 @@ from machinery.quiet import keras
 
 def diverged_at(loss):
     """The first epoch (counted from 1) whose training loss is NaN or infinite, or None."""
-    for epoch, value in enumerate(loss, start=1):
-        if not math.isfinite(value):
-            return epoch
-    return None
+    return next((epoch for epoch, value in enumerate(loss, start=1)
+                 if not math.isfinite(value)), None)
 
 
 def seconds_to_reach(epoch, epoch_seconds, resumed_from=0):
@@ -25,11 +22,10 @@ def seconds_to_reach(epoch, epoch_seconds, resumed_from=0):
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Stops training at the end of the epoch whose loss turned NaN or infinite, with
-    one line saying so (keras.callbacks.TerminateOnNaN stops within the epoch, but a
-    per-step hook makes Keras hand every step's logs to Python, which slows the lesson's
-    run: see machinery/quiet.py). The epoch is validated and logged, so the history
-    shows where it diverged."""
+    """Stops training, with one line, at the end of the epoch whose loss turned NaN or infinite
+    (keras.callbacks.TerminateOnNaN stops within the epoch, but its per-step hook makes Keras hand
+    every step's logs to Python, which slows the lesson's run: machinery/quiet.py). The epoch is
+    validated and logged, so the history shows where it diverged."""
 
     def __init__(self, learning_rate):
         super().__init__()

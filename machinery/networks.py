@@ -1,7 +1,6 @@
-"""The networks --compare trains besides the lesson's (comparisons.py names them): each
-builds itself from the lesson's `build_model` or beside it, with the normalisation layer
-a run would use (--fast's fused one, --bn-momentum, --sync-bn), and may measure itself
-during training (callbacks.for_run adds its measures)."""
+"""The networks --compare trains besides the lesson's (comparisons.py names them), each
+built with the normalisation layer a run would use (--fast, --bn-momentum, --sync-bn),
+and each may measure itself during training (callbacks.for_run adds its measures)."""
 import contextlib
 import dataclasses
 import json
@@ -64,12 +63,11 @@ def sigmoids(model):
 
 
 class SigmoidInputs(keras.callbacks.Callback):
-    """Before training and after each epoch: for each sigmoid layer, the share of its
-    inputs on a probe batch of validation images, in training mode (as training sees
-    them), that lies within ±NEAR_LINEAR; written to `path` after each epoch, kept
-    across a resume. The moving statistics are put back after each measurement. It
-    stands before the backup's callback (callbacks.for_run), which restores a resumed
-    run's state in on_train_begin: the epochs done are known at the first epoch's start."""
+    """Before training and after each epoch, each sigmoid layer's share of inputs within
+    ±NEAR_LINEAR on a probe batch in training mode (as training sees them; the moving
+    statistics are put back), written to `path`, kept across a resume. The epochs a
+    resumed run has done are known only at the first epoch's start: the backup's
+    callback, after this one, restores them in on_train_begin."""
 
     def __init__(self, probe, path):
         super().__init__()

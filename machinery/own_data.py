@@ -1,13 +1,12 @@
-"""--dataset own: data.npz in --data-dir, four arrays in the layout of Keras' mnist.npz,
-labels 0 to C-1 without gaps (C taken from them); an optional class_names.txt, one name a
-line; the preparation.json of tools/images_to_npz.py, which run.json records for
---predict (docs/data.md, "Your own data")."""
+"""--dataset own (docs/data.md, "Your own data"): data.npz in --data-dir, four arrays laid out as
+Keras' mnist.npz, labels 0 to C-1 without gaps (C taken from them); an optional class_names.txt,
+one name a line; tools/images_to_npz.py's preparation.json, recorded in run.json for --predict."""
 import json
 from pathlib import Path
 
 import numpy as np
 
-from machinery.datasets import OWN_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE  # noqa: F401
+from machinery.datasets import OWN_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE, PARTS  # noqa: F401
 from machinery.errors import ScriptError
 from machinery.images import PREPARATION_FILE, dark_on_light
 from machinery.npz import read_npz
@@ -21,11 +20,8 @@ def load(data_dir):
     path = Path(data_dir) / OWN_DATA_FILE
     if not path.is_file():
         raise ScriptError(f"--data-dir {data_dir} lacks {OWN_DATA_FILE}: {ADVICE}")
-    x_train, y_train, x_test, y_test = read_npz(path, ADVICE, OWN_ARRAYS, kind="own-data")
-    arrays = {"train_imgs": x_train, "train_labels": y_train,
-              "test_imgs": x_test, "test_labels": y_test}
-    sources = {part: f"{path} ({key})" for part, key in zip(arrays, OWN_ARRAYS)}
-    return sources, arrays
+    arrays = dict(zip(PARTS, read_npz(path, ADVICE, OWN_ARRAYS, kind="own-data")))
+    return {part: f"{path} ({key})" for part, key in zip(PARTS, OWN_ARRAYS)}, arrays
 
 
 # The most classes own data may have (the checks refuse larger labels): far more
@@ -63,9 +59,8 @@ def class_names(data_dir, classes):
 
 
 def preparation(data_dir, x_train):
-    """The preparation recorded in preparation.json beside data.npz, or None without
-    one; then a note when most training images are dark on light, which --predict
-    (making every image light on dark) would not match."""
+    """The preparation in preparation.json beside data.npz, or None, with a note if most training
+    images are dark on light: --predict, making every image light on dark, would not match them."""
     path = Path(data_dir) / PREPARATION_FILE
     if not path.is_file():
         dark = int(dark_on_light(x_train).sum())

@@ -1,10 +1,9 @@
-"""Pictures drawn beside the run, in a Python process of their own, on the core
-TensorFlow leaves free: matplotlib holds Python's lock while it draws, so a thread gained
-too little (bench/records/2026-12-07-smoke-run.md). The process draws with the same
-plot_history functions, byte for byte; where it cannot start, fails or takes too long,
-the run draws the picture itself. It ignores Ctrl-C, which is the run's, ends when the
-run closes its input or is gone, and removes a picture nobody will take. This module
-imports neither TensorFlow nor matplotlib: the process imports it too."""
+"""Pictures drawn beside the run in a Python process of their own, on the core TensorFlow
+leaves free: matplotlib holds Python's lock while it draws, so a thread gained too little
+(bench/records/2026-12-07-smoke-run.md). Where the process cannot start, fails or takes
+too long, the run draws the picture itself, byte for byte alike. The process ignores
+Ctrl-C (the run's), ends with the run, and removes a picture nobody will take. Imports
+neither TensorFlow nor matplotlib: the process imports this module too."""
 import atexit
 import contextlib
 import itertools
@@ -34,8 +33,8 @@ def launch():
 
 
 class Painter:
-    """Draws draw(*args, path), a function of plot_history, in the other process; draw()
-    returns at once, drew() waits for the answer."""
+    """draw() asks the other process for function(*args, path) and returns at once;
+    drew() waits for the answer."""
 
     def __init__(self):
         self.asked, self.answers, self.ended = {}, {}, False
@@ -67,9 +66,8 @@ class Painter:
         self.told.put(None)  # the process ended
 
     def draw(self, function, args, path):
-        """Ask for function(*args, path); returns at once, with the request's number for
-        drew() (None: the process is not there to ask). The function goes by reference
-        (its module and name, as pickle sends a function): the process imports it."""
+        """The request's number for drew(), or None without the process. The function
+        goes by reference, as pickle sends one: the process imports its module."""
         if self.ended:
             return None
         number = next(self.numbers)
@@ -82,8 +80,8 @@ class Painter:
         return number
 
     def drew(self, number):
-        """Wait until the process has drawn request `number`: True when it has; False when
-        there was none, or it failed, ended or took too long (draw it yourself)."""
+        """Whether the process drew request `number`; False (draw it yourself) when there
+        was none, or it failed, ended or took too long."""
         if number not in self.asked:
             return False
         try:
@@ -110,8 +108,7 @@ class Painter:
         return self.answers.get(number, False)
 
     def close(self):
-        """No more pictures: the process ends on its own, without holding up the run
-        (stop(), at exit, makes sure)."""
+        """No more pictures: the process ends on its own (stop(), at exit, makes sure)."""
         self.to_send.put(None)
 
     def stop(self):
@@ -127,8 +124,7 @@ class Painter:
 
 
 def serve():
-    """The process's side: draw each picture asked for on standard input, and say so
-    on standard output."""
+    """The process: draws each picture asked for on stdin, and says so on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
     jobs, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # what a library prints is not an answer

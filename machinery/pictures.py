@@ -1,6 +1,5 @@
 """A run's pictures, each asked for as soon as its data exists and drawn beside the run
-by a second Python process (painter.py), byte for byte as the run would draw it; the run
-draws any the process cannot. take() writes a picture whole (files.write_atomically)."""
+(painter.py); take() writes it whole (files.write_atomically)."""
 import plot_history
 from machinery import files, painter
 
@@ -17,7 +16,7 @@ class Pictures:
         self.painter = painter.Painter() if enabled else None
 
     def ask(self, name, draw, *args):
-        """Start drawing draw(*args, path), one of plot_history's functions, as OUT/name."""
+        """Start drawing draw(*args, path), a plot_history function, as OUT/name."""
         if not self.enabled:
             return
         request = self.painter.draw(draw, args, files.partial_path(self.out / name))
@@ -44,6 +43,6 @@ class Pictures:
         return taken
 
     def close(self):
-        """No more pictures: the process ends on its own, without holding up the run."""
+        """No more pictures (painter.Painter.close)."""
         if self.painter is not None:
             self.painter.close()

@@ -1,7 +1,6 @@
-"""--predict MODEL IMAGE...: a trained model on your own images (docs/predict.md). Each
-image is prepared as the converter prepares training images (images.py), then scaled by
-the lesson's preprocess(); the class names and the images' preparation come from the
-run.json beside the model. Every input is checked first, and nothing is written."""
+"""--predict MODEL IMAGE...: a trained model on your own images (docs/predict.md). Each image is
+prepared as the converter's training images (images.py), then scaled by the lesson's preprocess();
+class names and preparation come from the model's run.json. All inputs first checked; no writes."""
 import json
 import zipfile
 from pathlib import Path

@@ -54,10 +54,9 @@ def filtered_stderr(noise=STARTUP_NOISE):
 
 
 def restore_stderr(saved=None):
-    """Point descriptor 2 back at the stderr the filter of `saved` (every filter, if None)
-    found, closing the filters inside it. Safe to call again: the command line calls it
-    before its last line, in case a signal cut the ending of a filter short (a Ctrl-C or
-    SIGTERM landing there would otherwise send that line into the filter's file)."""
+    """Point descriptor 2 back at the stderr the filter of `saved` (every filter, if None) found,
+    closing the filters inside it. Safe to call again: the command line calls it before its last
+    line, lest a Ctrl-C or SIGTERM that cut a filter's ending short send that line to its file."""
     if saved is not None and saved not in REAL_STDERR:
         return
     outermost = REAL_STDERR.index(saved) if saved is not None else 0
@@ -85,11 +84,10 @@ def quiet_package_logging():
 
 @contextlib.contextmanager
 def until_first_epoch_ends():
-    """Filter stderr while fit starts up; yields the callback that ends the filter when
-    the first epoch ends, so that anything later reaches the user at once. Not after the
-    first step: a callback with a per-batch hook makes Keras stop and hand every step's
-    logs to Python, which cost the default run a quarter of its speed (bench/benchmark.py,
-    docs/speed.md)."""
+    """Filter stderr while fit starts up; yields the callback that ends the filter when the first
+    epoch ends, so that anything later reaches the user at once. Not after the first step: a
+    per-batch hook makes Keras hand every step's logs to Python, which cost the default run a
+    quarter of its speed (bench/benchmark.py, docs/speed.md)."""
     with contextlib.ExitStack() as startup:
         startup.enter_context(filtered_stderr())
         yield keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: startup.close())

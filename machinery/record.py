@@ -1,6 +1,5 @@
-"""The record of a finished run: history.json, model.keras, the test-set pictures and
-run.json (the settings, the results, the timings and the versions), written from the
-run's Settings."""
+"""The record of a finished run, written from its Settings: history.json, model.keras, the
+test-set pictures and run.json (the settings, the results, the timings and the versions)."""
 import platform
 
 import numpy as np

@@ -56,8 +56,7 @@ def differences(saved, wanted):
 
 
 def start_fresh(folder, log, wanted, why=None):
-    """Delete an old backup and log (this run's own: folder.claimed checked) and begin anew,
-    saying why where something was there."""
+    """Delete this run's old backup and log (folder.claimed checked) and begin anew."""
     if why:
         print(f"Starting at epoch 1: {why}.")
     shutil.rmtree(folder, ignore_errors=True)
@@ -68,8 +67,7 @@ def start_fresh(folder, log, wanted, why=None):
 
 
 def backup_epochs(out, wanted, restart=False):
-    """How many epochs the backup in `out` holds, once it has proved itself
-    (backup.verify). With none (or with `restart`), start a new backup: 0."""
+    """The epochs the backup in `out` holds (backup.verify); 0 for a new one (--restart)."""
     folder, log = out / files.BACKUP_DIR, out / files.HISTORY_CSV
     if restart:
         return start_fresh(folder, log, wanted, (folder / backup.METADATA).exists()
@@ -96,8 +94,7 @@ def backup_epochs(out, wanted, restart=False):
 
 
 def earliest_epoch(folder, latest):
-    """The earliest epoch this backup can resume from: its previous state's, or 0 (a
-    fresh start) when it holds one epoch."""
+    """The earliest epoch the backup can resume from: its previous state's (0 after one)."""
     previous = backup.previous_epoch(folder) if latest else None
     return 0 if latest == 1 else (previous or latest)
 
@@ -147,8 +144,8 @@ def settle(out, wanted, latest, epochs_done):
 
 
 def start_or_resume(run):
-    """Return how many epochs of the backup in the run's folder training resumes after:
-    all it holds, or under --distribute multiworker the epoch every worker holds."""
+    """The epochs training resumes after: all the backup holds, or under --distribute
+    multiworker those every worker holds."""
     out, wanted = run.output_dir, resume_key(run)
     try:
         latest = backup_epochs(out, wanted, run.restart)

@@ -1,7 +1,6 @@
-"""The session around one run's fit: where it resumes (resume.py), the callbacks' state
-that outlives fit, the pictures, Ctrl-C and SIGTERM; an interrupted run writes what it
-finished and stops with one line (signals.stopped). Afterwards the session holds every
-epoch's history, those before a resume included."""
+"""The session around one run's fit: where it resumes (resume.py), the callbacks' state that
+outlives fit, the pictures, Ctrl-C and SIGTERM; an interrupted run writes what it finished and
+stops with one line (signals.stopped). Then it holds every epoch's history, pre-resume included."""
 import contextlib
 
 import plot_history
@@ -41,10 +40,9 @@ def interrupted(run, stop):
 
 @contextlib.contextmanager
 def resumable(run, arrays):
-    """Around model.fit: start or resume the backup, yield the Session, keep TensorFlow's
-    start-up lines quiet, and turn Ctrl-C (or SIGTERM) into Interrupted (Terminated) after
-    writing what was finished. The backup stays: it goes only when every output is
-    written (folder.claimed)."""
+    """Around model.fit: start or resume the backup, yield the Session, keep TensorFlow's start-up
+    lines quiet, and turn Ctrl-C (or SIGTERM) into Interrupted (Terminated) after writing what was
+    finished. The backup stays: it goes only when every output is written (folder.claimed)."""
     epochs_done = resume.start_or_resume(run)
     signals.raise_if_swallowed()  # one that landed in the workers' agreement, say
     session = Session(run, arrays, epochs_done)

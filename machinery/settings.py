@@ -1,7 +1,6 @@
-"""A run's settings: made once, after the flags are checked and the data is loaded, then
-frozen. Every module reads them as attributes of one Settings, and run.json and the
-backup's key are written from it. A --compare run is a copy with its differences
-(dataclasses.replace), and its `variant` says so."""
+"""A run's settings, made once after the flags are checked and the data is loaded, then
+frozen: every module reads their attributes; run.json and the backup's key come from
+them. A --compare run is a copy with its differences, and its `variant` says so."""
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -73,8 +72,8 @@ def seed_of(args):
 
 
 def split_point(images, split):
-    """How many of `images` training images fit() trains on: Keras holds out the last
-    `split` of them, rounding the training share down."""
+    """How many of `images` fit() trains on: Keras holds out the last `split` of them,
+    rounding the training share down."""
     return int(images * (1 - split))
 
 
@@ -88,8 +87,7 @@ def data_sha256(arrays):
 
 
 def describe_classes(args, data):
-    """(classes, names, image preparation): the data set's, or own data's from its labels,
-    class_names.txt and preparation.json (the preparation is None when unknown)."""
+    """(classes, names, image preparation or None): the data set's, or own data's."""
     (_, y_train), (_, y_test) = data
     if args.dataset != OWN:
         classes = DATASETS[args.dataset]["classes"]
@@ -104,8 +102,8 @@ def describe_classes(args, data):
 
 
 def first_images(data, args):
-    """Note a subset of an official data set; keep the first --limit images; check that
-    the split leaves images for both training and validation. The arrays, and the split."""
+    """(the first --limit images, the split point): a subset of an official data set is
+    noted, and a split that leaves no training or no validation image refused."""
     (x_train, y_train), (x_test, y_test) = data
     official, split = DATASETS.get(args.dataset), args.validation_split
     if official and (len(x_train), len(x_test)) != (official["train"], official["test"]):
@@ -126,9 +124,8 @@ def first_images(data, args):
 
 
 def for_run(args, place, data, preprocess):
-    """(the run's Settings, its arrays) from the checked flags, the machine (startup's
-    place: output folder, strategy, precision), the loaded data and the lesson's
-    preprocess."""
+    """(the run's Settings, its arrays) from the checked flags, startup's Place, the
+    loaded data and the lesson's preprocess."""
     classes, names, preparation = describe_classes(args, data)
     data, split_at = first_images(data, args)
     tracked = (args.track_layer_inputs or args.compare == DEFAULT

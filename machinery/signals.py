@@ -55,10 +55,9 @@ def sigterm_handler_kept():
 
 
 class SignalsWaitForTheBackup:
-    """Ctrl-C and SIGTERM stop training where they land, except between an epoch's log row
-    and its backup: there they wait until the backup holds that epoch, so that the log, the
-    backup and the message always agree. Takes over only a signal that Python turns into
-    an exception (a signal ignored, as under nohup, stays ignored)."""
+    """Ctrl-C and SIGTERM stop training where they land, except between an epoch's log row and its
+    backup: there they wait until the backup holds that epoch, so log, backup and message agree.
+    Takes over only signals Python turns into exceptions: one ignored (nohup) stays ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -100,9 +99,8 @@ class SignalsWaitForTheBackup:
 
 
 def stopped(stop, epochs=None, written=()):
-    """The error for the Ctrl-C or SIGTERM `stop` (Interrupted, exit 130; Terminated, 143):
-    after `epochs` completed epochs of training and the files `written`, or with `epochs`
-    None before training started or after it ended."""
+    """The error for the Ctrl-C or SIGTERM `stop` (Interrupted, exit 130; Terminated, 143) after
+    `epochs` completed epochs and the files `written`; `epochs` None: not during training."""
     error, what = ((Terminated, "Terminated (SIGTERM)") if isinstance(stop, TerminationSignal)
                    else (Interrupted, "Interrupted"))
     if epochs is None:

@@ -1,7 +1,6 @@
-"""Before anything slow: the output folder is writable and this run's alone (folder.py),
-the devices are set up, the precision is one they compute natively, the seeds are set,
-Keras' array pipelines run without tf.data's autotuning, a worker that is not the
-chief writes to its own folder, and a model's training state is built before fit."""
+"""Before anything slow: the output folder writable and this run's alone (folder.py), the devices
+set up, a precision they compute natively, the seeds set, Keras' array pipelines without tf.data's
+autotuning, a non-chief worker's own folder, and a model's training state built before fit."""
 import collections
 import contextlib
 import shutil
@@ -39,10 +38,9 @@ def seed_everything(seed):
 
 @contextlib.contextmanager
 def own_folder(args, strategy):
-    """The chief holds the output folder for the run's whole life (a dry run writes
-    nothing there), with every name the run may create in it; another worker keeps its
-    files, its backup included, in OUTPUT_DIR/workers/TASK-N, which outlives a failed run
-    and goes when it finishes. Yields the folder this process writes to."""
+    """Yields the folder this process writes to. The chief claims the output folder for the run's
+    whole life (not on a dry run), with every name the run may create; another worker keeps its
+    files, backup included, in OUTPUT_DIR/workers/TASK-N, kept if the run fails, else removed."""
     if distribute.is_chief(strategy):
         names = files.run_files(*comparisons.outputs(args.compare, args.learning_rate,
                                                      args.batch_size))
@@ -63,10 +61,9 @@ def own_folder(args, strategy):
 
 @contextlib.contextmanager
 def prepared(args):
-    """Check the output folder, set up devices and seeds, and give this process its own
-    folder (own_folder); yields the Place. A worker lost under --distribute multiworker
-    is one line (distribute.lost_worker). A folder made here and left empty (a refused
-    run, a dry run) is removed again."""
+    """Check the output folder, set up devices and seeds, give this process its own folder
+    (own_folder); yields the Place. A worker lost under --distribute multiworker is one line
+    (distribute.lost_worker). A folder made here and left empty (refused or dry run) is removed."""
     made = [path for path in (args.output_dir, *args.output_dir.parents) if not path.exists()]
     check_output_dir(args.output_dir)
     try:
@@ -100,11 +97,10 @@ def set_up(args):
 
 
 def built_for_fit(model, strategy):
-    """Make the optimizer's and the metrics' variables now, as zeros, as fit would.
-    Without a tf.distribute strategy Keras makes them while tracing the first training
-    step, and TensorFlow traces a function that made variables a second time: a second
-    or more of a smoke run (bench/smoke.py). The same variables with the same values:
-    every number a run gives stays the same. Under a strategy Keras builds them itself."""
+    """Make the optimizer's and the metrics' variables now, as zeros, as fit would. Without a
+    tf.distribute strategy Keras makes them while tracing the first training step, and TensorFlow
+    traces a function that made variables again: a second or more of a smoke run (bench/smoke.py).
+    Same variables, same values: no number changes. Under a strategy Keras builds them itself."""
     if strategy is not None:
         return model
     model.optimizer.build(model.trainable_variables)

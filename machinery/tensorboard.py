@@ -17,10 +17,9 @@ def log_writers(run):
 
 
 class WeightHistograms(keras.callbacks.Callback):
-    """Each weight's histogram after every epoch, tagged by its path (model/layer/weight).
-    Keras' own histograms are tagged by the bare weight name in some Keras 3 releases
-    (the one Python 3.10 gets among them), where the five BatchNormalization layers'
-    `moving_mean`s would share one tag."""
+    """Each weight's histogram after every epoch, tagged by its path (model/layer/weight). Some
+    Keras 3 releases (the one Python 3.10 gets among them) tag their own by the bare weight name,
+    where the five BatchNormalization layers' `moving_mean`s would share one tag."""
 
     def __init__(self, folder):
         super().__init__()
