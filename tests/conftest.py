@@ -230,7 +230,8 @@ def pytest_configure(config):
 
 
 # Whole training runs that each took 8 s or more of the main suite, or share a module
-# fixture that does (pytest --durations=70, the 2-core AMD EPYC, 2026-12-03). .ci/run runs
+# fixture that does (pytest --durations=70, the 2-core AMD EPYC, 2026-12-03; the two of
+# test_comparisons.py: --durations=25, the 2-core Intel Xeon, 2026-12-08). .ci/run runs
 # the main suite on three Pythons and the slow tests once, so these run in its slow
 # phase (`pytest -m slow`); the mutation check runs its chosen tests whatever their marks.
 WHOLE_TRAINING_RUNS = {
@@ -238,6 +239,8 @@ WHOLE_TRAINING_RUNS = {
         "test_default_run_on_real_digits_names_the_lag_after_the_test_line",
         "test_each_remedy_on_real_digits_reaches_95_percent_without_a_note",
         "test_tracked_history_holds_batch_statistics_per_epoch"},
+    "test_comparisons.py": {"test_each_question_answers_from_one_command_on_kmnist_files",
+                            "test_batch_size_steps_follow_the_batch_size"},
     "test_cli.py": {"test_script_prints_the_test_line_and_writes_the_files",
                     "test_verbose_is_1_on_a_terminal"},
     "test_datasets.py": {"test_mnist_runs_end_to_end_through_keras_cache",
