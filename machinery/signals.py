@@ -9,7 +9,12 @@ from machinery.errors import Interrupted, Terminated, TerminationSignal
 # The signals a handler has raised as an exception during this run. TensorFlow's C++ can
 # swallow one that lands inside it (a SystemError printed, the run going on), so the run
 # looks again at the next epoch's end, before training and before it reports success.
+# Each run starts with none (new_run): an earlier run's in the same process was its own.
 RAISED = []
+
+
+def new_run():
+    RAISED.clear()
 
 
 def as_exception(signum):
@@ -30,7 +35,7 @@ def raise_if_swallowed():
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
     """SIGTERM raises as Ctrl-C does for the block; only the main thread may set a handler."""
-    RAISED.clear()  # another run's, in the same process
+    new_run()  # a command line's run, --predict's included
     try:
         previous = signal.signal(signal.SIGTERM, raise_termination)
     except ValueError:

@@ -8,7 +8,8 @@ import tempfile
 
 import numpy as np
 
-from machinery import comparisons, distribute, fast, files, folder, keras_internals, settings
+from machinery import (comparisons, distribute, fast, files, folder, keras_internals,
+                       settings, signals)
 from machinery.errors import ScriptError
 from machinery.quiet import filtered_stderr, keras, tf
 
@@ -64,6 +65,7 @@ def prepared(args):
     """Check the output folder, set up devices and seeds, give this process its own folder
     (own_folder); yields the Place. A worker lost under --distribute multiworker is one line
     (distribute.lost_worker). A folder made here and left empty (refused or dry run) is removed."""
+    signals.new_run()  # main() called again in one process (a notebook, a script)
     made = [path for path in (args.output_dir, *args.output_dir.parents) if not path.exists()]
     check_output_dir(args.output_dir)
     try:

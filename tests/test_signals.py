@@ -215,6 +215,26 @@ def test_a_sigterm_that_tensorflow_swallows_still_stops_the_run_with_143(
         assert_files_agree(tmp_path / "run", epochs)
 
 
+def test_a_run_after_an_interrupted_one_in_the_same_process_trains_to_the_end(
+        tiny_data, tmp_path):
+    """main() called again in one process (a notebook, a script) after a Ctrl-C: the
+    first run's signal, whose exception it handled, does not stop the second."""
+    import model_batchnorm as mb
+    import stop_at
+    from machinery.errors import Interrupted
+    _, undo = stop_at.install(signal.SIGINT, "keras.callbacks.CSVLogger.on_epoch_end")
+    try:
+        with pytest.raises(Interrupted, match="after 1 completed epoch"):
+            mb.main(command(tiny_data, tmp_path / "first"))
+    finally:
+        undo()
+    try:
+        result = mb.main(command(tiny_data, tmp_path / "second"))
+    except KeyboardInterrupt:  # pytest would take it for the user's own and stop
+        pytest.fail("the first run's Ctrl-C stopped the second run")
+    assert len(result["history"]["loss"]) == 3
+
+
 # Ctrl-C landing inside TensorFlow's iterator set-up, between two lines of a device
 # scope's __enter__ (as a real signal can): the scope around it then fails to exit in
 # the KeyboardInterrupt's place. Armed at the end of training's first epoch or of
