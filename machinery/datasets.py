@@ -19,10 +19,10 @@ KERAS_DATASET_FILES = {
         "train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")),
 }
-# --dataset own: one .npz of four arrays (the layout of Keras' mnist.npz), and an
-# optional text file with one class name per line.
+# Keras' mnist.npz: its four arrays, in PARTS' order. --dataset own: one .npz with the
+# same four arrays, and an optional text file with one class name per line.
+MNIST_NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 OWN_DATA_FILE = "data.npz"
-OWN_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 OWN_CLASS_NAMES_FILE = "class_names.txt"
 FASHION_MNIST_CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

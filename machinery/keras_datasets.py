@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machinery.datasets import KERAS_DATASET_FILES, PARTS, keras_cache_dir
+from machinery.datasets import KERAS_DATASET_FILES, MNIST_NPZ_ARRAYS, PARTS, keras_cache_dir
 from machinery.errors import ScriptError
 from machinery.npz import read_npz
 from machinery.quiet import keras
@@ -18,7 +18,6 @@ ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 TEST_HASH_VARIABLE = "MODEL_BATCHNORM_TEST_MNIST_SHA256"
 ADVICE = "run again with --redownload to fetch Keras' copy"
-MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")  # in PARTS' order
 FASHION_PARTS = ("train_labels", "train_imgs", "test_labels", "test_imgs")  # its files'
 
 
@@ -50,7 +49,7 @@ def read_files(dataset, paths, advice):
     Fashion-MNIST's four files in FASHION_PARTS' order."""
     if dataset == "mnist":
         return (dict.fromkeys(PARTS, paths[0]),
-                dict(zip(PARTS, read_npz(paths[0], advice, MNIST_KEYS, kind="MNIST"))))
+                dict(zip(PARTS, read_npz(paths[0], advice, MNIST_NPZ_ARRAYS, kind="MNIST"))))
     sources = dict(zip(FASHION_PARTS, paths))
     return sources, {part: read_fashion_file(path, advice) for part, path in sources.items()}
 

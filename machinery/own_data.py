@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from machinery.datasets import OWN_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE, PARTS  # noqa: F401
+from machinery.datasets import (MNIST_NPZ_ARRAYS, OWN_CLASS_NAMES_FILE,  # noqa: F401
+                                OWN_DATA_FILE, PARTS)
 from machinery.errors import ScriptError
 from machinery.images import PREPARATION_FILE, dark_on_light
 from machinery.npz import read_npz
@@ -20,8 +21,8 @@ def load(data_dir):
     path = Path(data_dir) / OWN_DATA_FILE
     if not path.is_file():
         raise ScriptError(f"--data-dir {data_dir} lacks {OWN_DATA_FILE}: {ADVICE}")
-    arrays = dict(zip(PARTS, read_npz(path, ADVICE, OWN_ARRAYS, kind="own-data")))
-    return {part: f"{path} ({key})" for part, key in zip(PARTS, OWN_ARRAYS)}, arrays
+    arrays = dict(zip(PARTS, read_npz(path, ADVICE, MNIST_NPZ_ARRAYS, kind="own-data")))
+    return {part: f"{path} ({key})" for part, key in zip(PARTS, MNIST_NPZ_ARRAYS)}, arrays
 
 
 # The most classes own data may have (the checks refuse larger labels): far more
