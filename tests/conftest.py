@@ -1,6 +1,7 @@
 import contextlib
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -227,6 +228,12 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings",
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+
+def pytest_unconfigure(config):
+    # Every pytest process (each xdist worker too) made its own KERAS_HOME above; without
+    # this, each run of the suite left them all in the temporary folder.
+    shutil.rmtree(KERAS_HOME, ignore_errors=True)
 
 
 # Whole training runs that each took 8 s or more of the main suite, or share a module

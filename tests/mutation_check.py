@@ -789,6 +789,11 @@ BUGS = [
         "                              synthetic.make_arrays(train=train, test=test))\n"
         "    except BaseException:\n        raise\n    else:\n",
         ("tests/test_isolation.py::test_synthetic_data_leaves_the_keras_cache_even_when_its_user_fails",)),
+    Bug("suite-leaves-its-keras-caches",
+        "each pytest process's private Keras cache is removed as it ends",
+        "pytest_unconfigure",
+        "    shutil.rmtree(KERAS_HOME, ignore_errors=True)\n", "    pass\n",
+        ("tests/test_isolation.py::test_the_suite_takes_its_keras_caches_away_when_it_ends",)),
     Bug("ports-never-retried",
         "workers that lose a port before binding it start again on new ones",
         "run_on_free_ports",

@@ -1,6 +1,8 @@
 """No test can hang the suite or leak into the next: a time limit on every
 test, no seed or op determinism left on after a test file, no synthetic data left in
-the Keras cache after a failure, and a multi-worker test that survives losing a port."""
+the Keras cache after a failure, no Keras cache of the suite's left behind, and a
+multi-worker test that survives losing a port."""
+import os
 import random
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import KERAS_HOME, forget_seeds, kmnist_in_cache, run_on_free_ports
+from conftest import KERAS_HOME, ROOT, forget_seeds, kmnist_in_cache, run_on_free_ports
 
 
 def test_every_test_runs_under_a_300_second_limit(request):
@@ -41,6 +43,20 @@ def test_synthetic_data_leaves_the_keras_cache_even_when_its_user_fails():
             assert len(cached_kmnist()) == 4  # KMNIST's four files
             raise RuntimeError("a fixture that fails")
     assert cached_kmnist() == []
+
+
+def test_the_suite_takes_its_keras_caches_away_when_it_ends(tmp_path):
+    # Each pytest process makes a private Keras cache in the temporary folder, which
+    # TMPDIR chooses; two workers, as the README runs the suite, make three.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    chosen = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert chosen.stdout.strip() == str(tmp_path)
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
+         "tests/test_licence.py"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert suite.returncode == 0, suite.stdout + suite.stderr
+    assert sorted(tmp_path.glob("kmnist-tests-keras-home-*")) == []
 
 
 def fake_worker(exit_code, stderr):
