@@ -1,5 +1,5 @@
-"""A subset `.ci/run` runs on Python 3.10 and 3.13 beside the main suite and on 3.12 beside
-the slow tests, each in a fresh virtual environment installed from
+"""A subset `.ci/run` runs on the oldest and the newest Python the README names (3.10
+and 3.13) beside the main suite, each in a fresh virtual environment installed from
 tests/requirements.lock: the install, a smoke run with its pictures, a stopped run
 resumed, and the plotting command. Marked `pythons`, which pytest.ini keeps out of the
 main suite. Imports no TensorFlow and nothing the tests alone install (mlxtend)."""
