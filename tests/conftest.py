@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import os
 import random
@@ -16,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # session a private cache before any test module imports it.
 KERAS_HOME = Path(tempfile.mkdtemp(prefix="kmnist-tests-keras-home-"))
 os.environ["KERAS_HOME"] = str(KERAS_HOME)
+# Gone as the process ends: each pytest process makes one, and so does a test's child
+# process that imports a test module (tests/test_sync_bn.py).
+atexit.register(shutil.rmtree, KERAS_HOME, ignore_errors=True)
 # A download attempt goes to a closed local port and fails at once: no test
 # can reach the network, even where there is one.
 for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
@@ -228,12 +232,6 @@ def pytest_configure(config):
     config.addinivalue_line(
         "filterwarnings",
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
-
-
-def pytest_unconfigure(config):
-    # Every pytest process (each xdist worker too) made its own KERAS_HOME above; without
-    # this, each run of the suite left them all in the temporary folder.
-    shutil.rmtree(KERAS_HOME, ignore_errors=True)
 
 
 # Whole training runs that each took 8 s or more of the main suite, or share a module

@@ -46,8 +46,9 @@ def test_synthetic_data_leaves_the_keras_cache_even_when_its_user_fails():
 
 
 def test_the_suite_takes_its_keras_caches_away_when_it_ends(tmp_path):
-    # Each pytest process makes a private Keras cache in the temporary folder, which
-    # TMPDIR chooses; two workers, as the README runs the suite, make three.
+    # Each process that imports conftest makes a private Keras cache in the temporary
+    # folder, which TMPDIR chooses: the suite with two workers, as the README runs it,
+    # makes three, and a test's child that imports a test module (test_sync_bn) one.
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     chosen = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.gettempdir())"],
                             capture_output=True, text=True, env=env, timeout=60)
@@ -56,6 +57,11 @@ def test_the_suite_takes_its_keras_caches_away_when_it_ends(tmp_path):
         [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider",
          "tests/test_licence.py"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert suite.returncode == 0, suite.stdout + suite.stderr
+    child = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path[:0] = {[str(ROOT), str(ROOT / 'tests')]!r}; "
+                               "import test_licence"], capture_output=True, text=True, env=env,
+        timeout=120)
+    assert child.returncode == 0, child.stderr
     assert sorted(tmp_path.glob("kmnist-tests-keras-home-*")) == []
 
 
