@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from machinery.datasets import (MNIST_NPZ_ARRAYS, OWN_CLASS_NAMES_FILE,  # noqa: F401
-                                OWN_DATA_FILE, PARTS)
+from machinery.datasets import MNIST_NPZ_ARRAYS, OWN_CLASS_NAMES_FILE, OWN_DATA_FILE, PARTS
 from machinery.errors import ScriptError
 from machinery.images import PREPARATION_FILE, dark_on_light
 from machinery.npz import read_npz
